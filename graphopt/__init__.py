@@ -1,0 +1,7 @@
+"""graphopt: ONNX graph optimizer and benchmarker."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,237 @@
+"""Verification: does a rewritten model still compute what the original computed?
+
+Both models run in the oracle (onnxruntime, graph optimizations off) on the same inputs; each
+output is compared by max abs error, max rel error, cosine similarity, SQNR and top-1 agreement.
+
+Definitions (used everywhere in graphopt):
+- ``max_abs``  = max |y - r|
+- ``max_rel``  = max |y - r| / max |r|  (error relative to the output's range; robust near 0)
+- ``cosine``   = <y, r> / (|y| |r|)  (1.0 when both are all-zero)
+- ``sqnr_db``  = 10 log10(sum r^2 / sum (y - r)^2)  (inf when equal)
+- ``top1``     = share of samples whose argmax over axis 1 agrees (classifier-shaped outputs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from graphopt import oracle
+from graphopt.errors import GraphoptError
+
+__all__ = [
+    "LOSSLESS_MAX_REL",
+    "OutputFidelity",
+    "Fidelity",
+    "compare_outputs",
+    "random_inputs",
+    "Verifier",
+]
+
+# A lossless rewrite may reorder float arithmetic (e.g. BN folded into weights), nothing more.
+LOSSLESS_MAX_REL = 1e-4
+DEFAULT_DYNAMIC_DIM = 1
+_SPATIAL_DEFAULT = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFidelity:
+    """How far one output moved."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    cosine: float
+    sqnr_db: float
+    top1_agreement: float | None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fidelity:
+    """Per-output fidelity plus the worst case over outputs."""
+
+    outputs: tuple[OutputFidelity, ...]
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((o.max_rel for o in self.outputs), default=0.0)
+
+    @property
+    def cosine(self) -> float:
+        return min((o.cosine for o in self.outputs), default=1.0)
+
+    @property
+    def sqnr_db(self) -> float:
+        return min((o.sqnr_db for o in self.outputs), default=math.inf)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        values = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
+        return min(values) if values else None
+
+    def to_dict(self) -> dict:
+        return {
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "cosine": self.cosine,
+            "sqnr_db": _json_float(self.sqnr_db),
+            "top1_agreement": self.top1_agreement,
+            "outputs": [
+                {**o.to_dict(), "sqnr_db": _json_float(o.sqnr_db)} for o in self.outputs
+            ],
+        }
+
+    def summary(self) -> str:
+        top1 = "" if self.top1_agreement is None else f", top-1 {self.top1_agreement:.1%}"
+        sqnr = "inf" if math.isinf(self.sqnr_db) else f"{self.sqnr_db:.1f}"
+        return f"max rel {self.max_rel:.2e}, cos {self.cosine:.6f}, SQNR {sqnr} dB{top1}"
+
+
+def _json_float(value: float) -> float | str:
+    return "inf" if math.isinf(value) else value
+
+
+def _compare_one(name: str, ref: np.ndarray, out: np.ndarray) -> OutputFidelity:
+    if ref.shape != out.shape:
+        raise GraphoptError(f"output {name!r}: shape changed from {ref.shape} to {out.shape}")
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    y = np.asarray(out, dtype=np.float64).ravel()
+    if r.size == 0:
+        return OutputFidelity(name, 0.0, 0.0, 1.0, math.inf, None)
+    diff = y - r
+    max_abs = float(np.max(np.abs(diff)))
+    scale = float(np.max(np.abs(r)))
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+    norms = float(np.linalg.norm(r) * np.linalg.norm(y))
+    cosine = float(np.dot(r, y) / norms) if norms > 0 else (1.0 if max_abs == 0 else 0.0)
+    noise = float(np.dot(diff, diff))
+    signal = float(np.dot(r, r))
+    sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
+    return OutputFidelity(name, max_abs, max_rel, cosine, sqnr, _top1(ref, out))
+
+
+def _top1(ref: np.ndarray, out: np.ndarray) -> float | None:
+    """Argmax agreement over axis 1 for classifier-shaped outputs ([N, C] or [N, C, 1, 1])."""
+    if ref.ndim < 2 or ref.shape[1] < 2 or any(d != 1 for d in ref.shape[2:]):
+        return None
+    if not np.issubdtype(ref.dtype, np.floating):
+        return None
+    a = ref.reshape(ref.shape[0], ref.shape[1]).argmax(axis=1)
+    b = out.reshape(out.shape[0], out.shape[1]).argmax(axis=1)
+    return float(np.mean(a == b))
+
+
+def compare_outputs(
+    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]
+) -> Fidelity:
+    """Fidelity of ``candidate`` against ``reference`` (matched by output name, then by order)."""
+    if set(reference) == set(candidate):
+        pairs = [(name, reference[name], candidate[name]) for name in reference]
+    elif len(reference) == len(candidate):
+        pairs = [
+            (name, ref, out)
+            for (name, ref), out in zip(reference.items(), candidate.values(), strict=True)
+        ]
+    else:
+        raise GraphoptError(
+            f"outputs changed: {sorted(reference)} became {sorted(candidate)}"
+        )
+    return Fidelity(tuple(_compare_one(name, ref, out) for name, ref, out in pairs))
+
+
+_NUMPY_DTYPES = {
+    ir.DataType.FLOAT: np.float32,
+    ir.DataType.DOUBLE: np.float64,
+    ir.DataType.FLOAT16: np.float16,
+    ir.DataType.INT64: np.int64,
+    ir.DataType.INT32: np.int32,
+    ir.DataType.INT8: np.int8,
+    ir.DataType.UINT8: np.uint8,
+    ir.DataType.BOOL: np.bool_,
+}
+
+
+def _concrete_shape(value: ir.Value, batch_size: int) -> tuple[int, ...]:
+    if value.shape is None:
+        raise GraphoptError(f"input {value.name!r} has no shape: pass input data explicitly")
+    dims = []
+    for axis, dim in enumerate(value.shape):
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif axis == 0:
+            dims.append(batch_size)
+        else:
+            dims.append(_SPATIAL_DEFAULT if axis >= 2 else DEFAULT_DYNAMIC_DIM)
+    return tuple(dims)
+
+
+def random_inputs(
+    model: ir.Model, *, seed: int = 0, batch_size: int = 1
+) -> dict[str, np.ndarray]:
+    """Deterministic inputs for every graph input that is not an initializer.
+
+    Float inputs are standard normal (the range of normalised images and embeddings), integer
+    inputs uniform in [0, 10), booleans fair coins. Dynamic dims: batch -> ``batch_size``.
+    """
+    rng = np.random.default_rng(seed)
+    inputs: dict[str, np.ndarray] = {}
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        dtype = value.dtype
+        if dtype not in _NUMPY_DTYPES:
+            raise GraphoptError(f"input {value.name!r}: cannot generate data of type {dtype}")
+        np_dtype = _NUMPY_DTYPES[dtype]
+        shape = _concrete_shape(value, batch_size)
+        if np.issubdtype(np_dtype, np.floating):
+            array = rng.standard_normal(shape).astype(np_dtype)
+        elif np_dtype is np.bool_:
+            array = rng.random(shape) < 0.5
+        else:
+            array = rng.integers(0, 10, size=shape).astype(np_dtype)
+        inputs[value.name] = array
+    return inputs
+
+
+class Verifier:
+    """Holds the original model's outputs on fixed inputs and compares rewrites against them."""
+
+    def __init__(
+        self,
+        original: ir.Model,
+        inputs: Mapping[str, np.ndarray] | None = None,
+        *,
+        seed: int = 0,
+    ) -> None:
+        self.inputs = dict(inputs) if inputs is not None else random_inputs(original, seed=seed)
+        self._check_inputs(original)
+        session = oracle.make_session(original)
+        self.reference = oracle.run_model(session, self.inputs)
+        del session
+
+    def _check_inputs(self, model: ir.Model) -> None:
+        expected = {v.name for v in model.graph.inputs if v.name not in model.graph.initializers}
+        missing = expected - set(self.inputs)
+        extra = set(self.inputs) - expected
+        if missing or extra:
+            raise GraphoptError(
+                f"input data does not match the model: missing {sorted(missing)},"
+                f" unexpected {sorted(extra)}"
+            )
+
+    def check(self, model: ir.Model) -> Fidelity:
+        """Run ``model`` on the stored inputs and compare with the original's outputs."""
+        session = oracle.make_session(model)
+        outputs = oracle.run_model(session, self.inputs)
+        return compare_outputs(self.reference, outputs)

@@ -1,0 +1,103 @@
+"""The built-in zoo: ``zoo:NAME`` models that need no download.
+
+- the nine onnx-wheel "light" architectures (``resnet50`` ...) with calibrated random weights,
+  materialised once into the user cache directory (``GRAPHOPT_CACHE_DIR`` overrides it);
+- small generated models for tests (``mbv2_block``, ``mlp``, ``tiny_cnn``);
+- ``digits``: a trained classifier (sklearn digits, 32x32) with its labelled test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from graphopt.errors import GraphoptError
+from graphopt.zoo.generated import GENERATED_MODELS, build, write_large_model
+from graphopt.zoo.light import LIGHT_MODELS, materialise
+
+__all__ = [
+    "LIGHT_MODELS",
+    "GENERATED_MODELS",
+    "TRAINED_MODELS",
+    "ZOO_VERSION",
+    "names",
+    "load",
+    "path",
+    "cache_dir",
+    "digits_test_data",
+    "write_large_model",
+]
+
+ZOO_VERSION = 1
+TRAINED_MODELS = ("digits",)
+_DATA = "data"
+
+
+def names() -> list[str]:
+    return [*LIGHT_MODELS, *GENERATED_MODELS, *TRAINED_MODELS]
+
+
+def cache_dir() -> Path:
+    override = os.environ.get("GRAPHOPT_CACHE_DIR")
+    if override:
+        return Path(override) / "zoo"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("graphopt")) / "zoo"
+
+
+def _unknown(name: str) -> GraphoptError:
+    return GraphoptError(f"unknown zoo model {name!r} (known: {', '.join(names())})")
+
+
+def _packaged(filename: str) -> Path:
+    resource = importlib.resources.files(__name__) / _DATA / filename
+    return Path(str(resource))
+
+
+def path(name: str) -> Path:
+    """A file holding zoo model ``name`` (materialised into the cache on first use)."""
+    if name in TRAINED_MODELS:
+        return _packaged(f"{name}.onnx")
+    if name not in LIGHT_MODELS and name not in GENERATED_MODELS:
+        raise _unknown(name)
+    target = cache_dir() / f"{name}-v{ZOO_VERSION}.onnx"
+    if target.exists():
+        return target
+    proto = materialise(name) if name in LIGHT_MODELS else GENERATED_MODELS[name]()
+    _write_atomically(proto, target)
+    return target
+
+
+def _write_atomically(proto: onnx.ModelProto, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(proto.SerializeToString())
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def load(name: str) -> ir.Model:
+    """Zoo model ``name`` as an onnx-ir model."""
+    if name in GENERATED_MODELS:
+        return build(name)
+    from graphopt.model_io import load_model
+
+    return load_model(path(name))
+
+
+def digits_test_data() -> tuple[np.ndarray, np.ndarray]:
+    """The digits model's held-out test split: images [N,1,32,32] float32, labels [N] int64."""
+    with np.load(_packaged("digits_test.npz")) as data:
+        return data["x"].astype(np.float32), data["y"].astype(np.int64)

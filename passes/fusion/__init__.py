@@ -1,0 +1,54 @@
+"""``fuse``: the catalogue of lossless rewrite rules (one module per family of rules).
+
+Every module in this package that defines rules registers them with ``@register_rule``;
+importing the package imports them all, so adding a rule is adding a module or a class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+
+import onnx_ir as ir
+
+from graphopt.errors import PipelineSpecError
+from graphopt.pass_api import GraphPass, register_pass
+from graphopt.passes.fusion.framework import RuleSet, registered_rules
+
+__all__ = ["FusePass"]
+
+_FRAMEWORK_MODULES = {"framework"}
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _FRAMEWORK_MODULES and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+
+@register_pass("fuse")
+@dataclasses.dataclass(kw_only=True)
+class FusePass(GraphPass):
+    """Apply the lossless rewrite rules to a fixed point (``rules``/``skip`` select by name)."""
+
+    summary = "BN/bias/scale folding, MatMul+Add->Gemm, Pad folding, layout and legacy tidy-ups"
+    rules: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    max_rounds: int = 16
+
+    def _selected(self):
+        catalogue = registered_rules()
+        unknown = [n for n in (*self.rules, *self.skip) if n not in catalogue]
+        if unknown:
+            raise PipelineSpecError(
+                f"fuse: unknown rule(s) {', '.join(unknown)} (rules: {', '.join(catalogue)})"
+            )
+        names = self.rules or tuple(catalogue)
+        return [catalogue[n]() for n in names if n not in self.skip]
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        rule_set = RuleSet(self._selected(), max_rounds=self.max_rounds)
+        run = rule_set.apply(model.graph)
+        self.stats.update(run.applied)
+        for rule, node, reason in run.declined:
+            self.explain(f"{rule} at {node}: {reason}")
+        return ir.passes.PassResult(model, modified=sum(run.applied.values()) > 0)
