@@ -1,0 +1,86 @@
+"""The typer application, the shared ``--debug`` option and the error boundary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from graphopt.errors import GraphoptError
+
+__all__ = ["app", "main", "console", "err_console", "DebugOption", "set_debug", "EXIT_USAGE"]
+
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    name="graphopt",
+    help="Optimize ONNX graphs (fusion, quantization, pruning, low rank), verify every rewrite,"
+    " and measure the result on ONNX Runtime, OpenVINO and TensorRT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+_state = {"debug": False}
+
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="Show full tracebacks and debug logging.")
+]
+
+
+def set_debug(debug: bool) -> None:
+    """Turn on tracebacks and debug logging (from the global or a command's ``--debug``)."""
+    if debug:
+        _state["debug"] = True
+        logging.getLogger("graphopt").setLevel(logging.DEBUG)
+
+
+@app.callback()
+def _root(debug: DebugOption = False) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    set_debug(debug)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning user errors into one line and exit code 2."""
+    _state["debug"] = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except GraphoptError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors and unexpected failures
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if _state["debug"]:
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {_one_line(exc)}"
+            " (run with --debug for the traceback)", highlight=False, soft_wrap=True,
+        )
+        sys.exit(1)
