@@ -1,0 +1,11 @@
+"""Runtimes behind one Runner interface, timing and energy meters.
+
+Runners (:mod:`graphopt.backends.ort`, :mod:`graphopt.backends.openvino`,
+:mod:`graphopt.backends.tensorrt`) import their runtime lazily: importing this package needs
+nothing beyond numpy. Backend names (``ort-cpu``, ``openvino-cpu:bf16`` ...) live in
+:mod:`graphopt.backends.registry`; the benchmark harness in :mod:`graphopt.backends.benchmark`.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
