@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 
-__all__ = ["bypass", "replace_node", "single_consumer", "only_used_by"]
+__all__ = [
+    "bypass",
+    "replace_node",
+    "single_consumer",
+    "only_used_by",
+    "bypass_blocker",
+    "add_initializer",
+    "remove_if_dead",
+    "drop_unused_initializer",
+    "static_shape",
+    "rank",
+]
 
 
 def bypass(node: ir.Node, source: ir.Value) -> None:
@@ -44,3 +56,77 @@ def single_consumer(value: ir.Value) -> ir.Node | None:
 def only_used_by(value: ir.Value, node: ir.Node) -> bool:
     """True if ``node`` is the only reader of ``value`` and ``value`` is not a graph output."""
     return single_consumer(value) is node
+
+
+def bypass_blocker(node: ir.Node, source: ir.Value) -> str | None:
+    """Why ``bypass(node, source)`` would change a graph output's name, or None if it is safe.
+
+    A graph output produced by ``node`` can only take over ``source``'s producer if ``source``
+    can be renamed: graph inputs, other graph outputs and initializers cannot.
+    """
+    output = node.outputs[0]
+    if not output.is_graph_output():
+        return None
+    if source.is_graph_input():
+        return f"output {output.name!r} is a graph output fed directly by graph input"
+    if source.is_graph_output():
+        return f"output {output.name!r} and its source {source.name!r} are both graph outputs"
+    if source.is_initializer():
+        return f"output {output.name!r} is a graph output fed directly by an initializer"
+    return None
+
+
+def add_initializer(graph: ir.Graph, name_hint: str, array: np.ndarray) -> ir.Value:
+    """Register ``array`` as a new initializer named after ``name_hint`` (made unique)."""
+    name = name_hint
+    suffix = 1
+    while name in graph.initializers:
+        name = f"{name_hint}_{suffix}"
+        suffix += 1
+    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    value = ir.Value(
+        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
+    )
+    graph.register_initializer(value)
+    return value
+
+
+def remove_if_dead(node: ir.Node) -> bool:
+    """Remove ``node`` if none of its outputs is read or is a graph output; True if removed."""
+    if node.graph is None:
+        return False
+    if any(out.uses() or out.is_graph_output() for out in node.outputs):
+        return False
+    graph = node.graph
+    inputs = list(node.inputs)
+    graph.remove(node, safe=True)
+    for value in inputs:
+        drop_unused_initializer(graph, value)
+    return True
+
+
+def drop_unused_initializer(graph: ir.Graph, value: ir.Value | None) -> None:
+    """Forget an initializer that no node reads any more (graph inputs/outputs are kept)."""
+    if value is None or not value.is_initializer() or value.uses():
+        return
+    if value.is_graph_input() or value.is_graph_output():
+        return
+    if value.name in graph.initializers and graph.initializers[value.name] is value:
+        graph.initializers.pop(value.name)
+
+
+def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
+    """The value's shape if every dimension is a known integer, else None."""
+    if value is None or value.shape is None:
+        return None
+    dims = tuple(value.shape)
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return dims
+
+
+def rank(value: ir.Value | None) -> int | None:
+    """The value's rank if its shape is known, else None."""
+    if value is None or value.shape is None:
+        return None
+    return len(value.shape)
