@@ -170,6 +170,7 @@ def save_model(
     data_name = f"{path.name}.data" if _needs_external_data(model, external_data) else None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get normal modes
     try:
         # onnx-ir writes the external data file itself through a temporary file and a rename.
         ir.save(model, tmp_name, external_data=data_name)
@@ -179,6 +180,12 @@ def save_model(
             os.unlink(tmp_name)
     logger.debug("saved %s (external data: %s)", path, data_name)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _refuse_overwriting_sources(model: ir.Model, path: Path) -> None:

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 # Modern enough for per-channel QDQ (13), new-style Reduce/Split inputs, supported everywhere.
 DEFAULT_TARGET_OPSET = 17
 # Constant folding limits (elements): fold weight-sized constants, not whole activations.
+MIN_IR_VERSION = 8
 FOLD_INPUT_LIMIT = 1 << 22
 FOLD_OUTPUT_LIMIT = 1 << 22
 
@@ -55,7 +56,8 @@ def upgrade_opset(model: ir.Model, target: int) -> bool:
         ) from exc
     upgraded = ir.from_proto(converted)
     model.graph = upgraded.graph  # a model's opset imports live on its graph
-    model.ir_version = max(model.ir_version, upgraded.ir_version)
+    # IR 3 required initializers to be listed as inputs; modern opsets need a modern IR.
+    model.ir_version = max(model.ir_version, upgraded.ir_version, MIN_IR_VERSION)
     return True
 
 

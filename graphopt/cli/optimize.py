@@ -1,0 +1,186 @@
+"""``graphopt optimize``: run a pipeline on a model, verify it, save it, report what changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from graphopt.cli.app import DebugOption, app, console, set_debug
+from graphopt.cli.formatting import human_count, write_json_atomically
+from graphopt.errors import GraphoptError
+from graphopt.model_io import ZOO_PREFIX, resolve_model, save_model
+from graphopt.pipeline import DEFAULT_PRESET, Pipeline, PipelineReport
+
+__all__ = ["optimize", "build_report"]
+
+
+def _default_output(model: str) -> Path:
+    if model.startswith(ZOO_PREFIX):
+        return Path(f"{model[len(ZOO_PREFIX):]}.opt.onnx")
+    path = Path(model)
+    return path.with_name(f"{path.stem}.opt.onnx")
+
+
+def _files_size(path: Path) -> int:
+    data = path.with_name(f"{path.name}.data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def _input_size(model: str, estimated: int) -> int:
+    if model.startswith(ZOO_PREFIX):
+        from graphopt import zoo
+
+        name = model[len(ZOO_PREFIX):]
+        if name in zoo.GENERATED_MODELS:
+            return estimated
+        return _files_size(zoo.path(name))
+    return _files_size(Path(model))
+
+
+def load_inputs(path: Path | None) -> dict[str, np.ndarray] | None:
+    """Verification inputs from an .npz file (array names = model input names)."""
+    if path is None:
+        return None
+    if not path.exists():
+        raise GraphoptError(f"{path}: no such input data file")
+    try:
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+    except Exception as exc:
+        raise GraphoptError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def build_report(model: str, output: Path, report: PipelineReport, input_size: int) -> dict:
+    """The JSON report: input, output, passes, fidelity."""
+    def side(cost, size):
+        return {"nodes": cost.nodes, "params": cost.params, "macs": cost.macs,
+                "size_bytes": size}
+
+    return {
+        "model": model,
+        "output_path": str(output),
+        "input": side(report.input_cost, input_size),
+        "output": side(report.output_cost, _files_size(output)),
+        "passes": [record.to_dict() for record in report.passes],
+        "fidelity": report.fidelity.to_dict() if report.fidelity else None,
+    }
+
+
+def _stats_text(stats: dict[str, int]) -> str:
+    shown = [f"{k} {v}" for k, v in stats.items() if v]
+    return ", ".join(shown) if shown else "-"
+
+
+def _print_table(report: PipelineReport, verified: bool) -> None:
+    table = Table(title="passes", title_justify="left")
+    for column in ("pass", "seconds", "nodes", "params", "MACs", "changes"):
+        table.add_column(column, justify="right" if column in ("seconds",) else "left")
+    if verified:
+        table.add_column("fidelity")
+    for record in report.passes:
+        row = [
+            record.name,
+            f"{record.seconds:.3f}",
+            f"{record.before.nodes} -> {record.after.nodes}",
+            f"{human_count(record.before.params)} -> {human_count(record.after.params)}",
+            f"{human_count(record.before.macs)} -> {human_count(record.after.macs)}",
+            _stats_text(record.stats),
+        ]
+        if verified:
+            row.append(record.fidelity.summary() if record.fidelity else "-")
+        table.add_row(*row)
+    console.print(table)
+
+
+def _print_explanations(report: PipelineReport) -> None:
+    for record in report.passes:
+        if not record.explanations:
+            continue
+        console.print(f"[bold]{record.name}[/]: {len(record.explanations)} candidates declined")
+        for line in record.explanations:
+            console.print(f"  - {line}", highlight=False)
+
+
+@app.command()
+def optimize(
+    model: Annotated[str, typer.Argument(help="An .onnx file or zoo:NAME (see `graphopt zoo`).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write the result [default: NAME.opt.onnx]."),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="A preset name (see `graphopt passes`).")
+    ] = None,
+    passes: Annotated[
+        str | None,
+        typer.Option("--passes", help='A pipeline spec, e.g. "cleanup,fuse(skip=sum_to_add)".'),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the JSON report to this file.")
+    ] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip running the model after every pass.")
+    ] = False,
+    inputs: Annotated[
+        Path | None,
+        typer.Option("--inputs", help="Verification inputs: an .npz with one array per input."),
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="List every rewrite candidate that was declined and why.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the JSON report on stdout instead of tables.")
+    ] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Rewrite MODEL with a pipeline (the lossless preset by default), verify and save it.
+
+    Every pass is verified against onnxruntime with graph optimizations off unless --no-verify;
+    a lossless pass that changes the outputs stops the run and names itself.
+    """
+    set_debug(debug)
+    if preset and passes:
+        raise GraphoptError("give either --preset or --passes, not both")
+    spec = passes or preset or DEFAULT_PRESET
+    pipeline = Pipeline.from_spec(spec) if passes else Pipeline.from_preset(spec)
+    out_path = output or _default_output(model)
+    if not model.startswith(ZOO_PREFIX) and Path(model).resolve() == out_path.resolve():
+        raise GraphoptError(f"{out_path}: refusing to overwrite the input model")
+    ir_model = resolve_model(model)
+    feed = load_inputs(inputs)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=json_output or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("optimizing", total=len(pipeline.passes))
+
+        def on_progress(done: int, total: int, name: str) -> None:
+            progress.update(task, completed=done, description=name)
+
+        result = pipeline.run(ir_model, verify=not no_verify, inputs=feed, progress=on_progress)
+        progress.update(task, description="saving")
+        save_model(ir_model, out_path)
+    data = build_report(model, out_path, result, _input_size(model, result.input_cost.weight_bytes))
+    if report is not None:
+        write_json_atomically(report, data)
+    if json_output:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    _print_table(result, verified=not no_verify)
+    if explain:
+        _print_explanations(result)
+    inp, out = data["input"], data["output"]
+    console.print(
+        f"{model} -> {out_path}: nodes {inp['nodes']} -> {out['nodes']}, "
+        f"size {human_count(inp['size_bytes'], 'B')} -> {human_count(out['size_bytes'], 'B')}"
+        + (f", {result.fidelity.summary()}" if result.fidelity else ", not verified"),
+        highlight=False,
+    )
+    if report is not None:
+        console.print(f"report: {report}", highlight=False)

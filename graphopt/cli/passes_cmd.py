@@ -1,0 +1,79 @@
+"""``graphopt passes`` and ``graphopt zoo``: what can be run, and on what."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from graphopt import zoo
+from graphopt.cli.app import app, console
+from graphopt.pass_api import get_pass_class, get_preset, pass_names, preset_names
+from graphopt.spec import describe_type, option_fields
+
+__all__ = ["passes", "zoo_list"]
+
+
+def _catalogue() -> dict:
+    passes = {}
+    for name in pass_names():
+        cls = get_pass_class(name)
+        passes[name] = {
+            "summary": cls.summary or (cls.__doc__ or "").strip().splitlines()[0],
+            "lossless": cls.lossless,
+            "options": {
+                key: {"type": describe_type(kind), "default": repr(default)}
+                for key, (kind, default) in option_fields(cls).items()
+            },
+        }
+    presets = {
+        name: {"spec": get_preset(name).spec, "description": get_preset(name).description}
+        for name in preset_names()
+    }
+    return {"passes": passes, "presets": presets}
+
+
+@app.command()
+def passes(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the registered passes with their options, and the presets."""
+    data = _catalogue()
+    if json_output:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="passes", title_justify="left")
+    for column in ("pass", "lossless", "what it does", "options"):
+        table.add_column(column)
+    for name, info in data["passes"].items():
+        options = "\n".join(
+            f"{key}: {o['type']} = {o['default']}" for key, o in info["options"].items()
+        )
+        table.add_row(name, "yes" if info["lossless"] else "no", info["summary"], options or "-")
+    console.print(table)
+    presets = Table(title="presets", title_justify="left")
+    for column in ("preset", "spec", "description"):
+        presets.add_column(column)
+    for name, info in data["presets"].items():
+        presets.add_row(name, info["spec"], info["description"])
+    console.print(presets)
+    console.print('spec syntax: "cleanup,fuse(skip=sum_to_add),lossless" (presets expand in place)')
+
+
+@app.command("zoo")
+def zoo_list(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the built-in models usable as zoo:NAME."""
+    groups = {
+        "onnx light zoo (calibrated random weights)": list(zoo.LIGHT_MODELS),
+        "generated test models": list(zoo.GENERATED_MODELS),
+        "trained (with labelled test data)": list(zoo.TRAINED_MODELS),
+    }
+    if json_output:
+        typer.echo(json.dumps(groups, indent=2))
+        return
+    for title, names in groups.items():
+        console.print(f"[bold]{title}[/]: " + ", ".join(f"zoo:{n}" for n in names))
