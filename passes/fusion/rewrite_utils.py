@@ -130,3 +130,59 @@ def rank(value: ir.Value | None) -> int | None:
     if value is None or value.shape is None:
         return None
     return len(value.shape)
+
+
+def _unique_name(graph: ir.Graph, hint: str) -> str:
+    taken = set(graph.initializers)
+    taken.update(v.name for v in graph.inputs if v.name)
+    taken.update(v.name for node in graph for v in node.outputs if v.name)
+    if hint not in taken:
+        return hint
+    index = 1
+    while f"{hint}_{index}" in taken:
+        index += 1
+    return f"{hint}_{index}"
+
+
+def add_initializer(graph: ir.Graph, array: np.ndarray, name_hint: str) -> ir.Value:
+    """A new initializer holding ``array`` under a name derived from ``name_hint``."""
+    name = _unique_name(graph, name_hint)
+    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    value = ir.Value(
+        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
+        const_value=tensor,
+    )
+    graph.register_initializer(value)
+    return value
+
+
+def drop_if_unused(value: ir.Value | None) -> None:
+    """Remove ``value`` from its graph's initializers if nothing reads it any more."""
+    if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
+        return
+    graph = value.graph
+    if graph is not None and value.name in graph.initializers:
+        if graph.initializers[value.name] is value:
+            del graph.initializers[value.name]
+
+
+def set_constant_input(node: ir.Node, index: int, array: np.ndarray, name_hint: str) -> ir.Value:
+    """Make input ``index`` of ``node`` a new initializer holding ``array``.
+
+    The node grows inputs if needed; the initializer it read before is removed when unused.
+    """
+    graph = node.graph
+    if len(node.inputs) <= index:
+        node.resize_inputs(index + 1)
+    old = node.inputs[index]
+    value = add_initializer(graph, array, name_hint)
+    node.replace_input_with(index, value)
+    drop_if_unused(old)
+    return value
+
+
+def value_rank(value: ir.Value | None) -> int | None:
+    """The rank of ``value`` if its shape is known."""
+    if value is None or value.shape is None:
+        return None
+    return len(value.shape)

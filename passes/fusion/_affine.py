@@ -1,0 +1,398 @@
+"""Per-channel affine maps ``y = scale * x + shift`` and the operators that absorb them.
+
+BatchNormalization at inference, and Mul / Add by a per-channel constant, are per-channel affine
+maps. A Conv, ConvTranspose, Gemm, MatMul or BatchNormalization producing their input can absorb
+the map into its own weights and bias (``ABSORBERS``, keyed by op type); a Conv without padding
+consuming it can absorb it into its weights and bias as well (``absorb_into_next_conv``).
+
+All arithmetic is float64; results are cast back to the weight's dtype. Every folded tensor must
+be an initializer (``constant_array``), never a graph input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from graphopt.passes.fusion.framework import constant_array
+from graphopt.passes.fusion.rewrite_utils import (
+    add_initializer,
+    drop_if_unused,
+    replace_node,
+    set_constant_input,
+    single_consumer,
+    value_rank,
+)
+
+__all__ = [
+    "ChannelAffine",
+    "Absorber",
+    "ABSORBERS",
+    "FLOAT_TYPES",
+    "batchnorm_affine",
+    "channel_vector",
+    "check_next_conv",
+    "absorb_into_next_conv",
+    "ProducerPlan",
+    "plan_producer_fold",
+]
+
+logger = logging.getLogger(__name__)
+
+FLOAT_TYPES = frozenset(
+    {ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16}
+)
+DEFAULT_BN_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelAffine:
+    """``y[c] = scale[c] * x[c] + shift[c]`` along one axis (float64 vectors of equal length)."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+
+    @classmethod
+    def from_scale(cls, scale: np.ndarray) -> ChannelAffine:
+        return cls(scale, np.zeros_like(scale))
+
+    @classmethod
+    def from_shift(cls, shift: np.ndarray) -> ChannelAffine:
+        return cls(np.ones_like(shift), shift)
+
+    @property
+    def has_shift(self) -> bool:
+        return bool(np.any(self.shift != 0))
+
+
+def channel_vector(array: np.ndarray, *, rank: int, axis: int, channels: int) -> np.ndarray | None:
+    """``array`` as a float64 vector of ``channels`` entries if, broadcast against a tensor of
+    ``rank`` dims, it varies at most along ``axis`` (and does not grow the tensor); else None."""
+    if array.ndim > rank:
+        return None
+    full = (1,) * (rank - array.ndim) + tuple(array.shape)
+    for i, dim in enumerate(full):
+        if i != axis and dim != 1:
+            return None
+    if full[axis] not in (1, channels):
+        return None
+    return np.broadcast_to(array.astype(np.float64).reshape(-1), (channels,)).copy()
+
+
+def _training_mode(node: ir.Node) -> bool:
+    return bool(node.attributes.get_int("training_mode", 0))
+
+
+def _extra_outputs_used(node: ir.Node) -> bool:
+    return any(out.uses() or out.is_graph_output() for out in node.outputs[1:])
+
+
+def _batchnorm_params(node: ir.Node) -> list[np.ndarray] | str:
+    if _training_mode(node):
+        return "BatchNormalization in training mode"
+    if _extra_outputs_used(node):
+        return "BatchNormalization running-statistics outputs are used"
+    if len(node.inputs) < 5:
+        return "BatchNormalization without its four parameters"
+    params = [constant_array(v) for v in node.inputs[1:5]]
+    if any(p is None for p in params):
+        return "BatchNormalization parameters are not initializers"
+    if node.inputs[0] is None or node.inputs[0].dtype not in FLOAT_TYPES:
+        return "BatchNormalization input is not floating point"
+    if len({p.size for p in params}) != 1:
+        return "BatchNormalization parameters differ in length"
+    return [p.astype(np.float64).reshape(-1) for p in params]
+
+
+def batchnorm_affine(node: ir.Node) -> ChannelAffine | str:
+    """The inference-mode BatchNormalization as an affine map over axis 1 (or a decline reason)."""
+    params = _batchnorm_params(node)
+    if isinstance(params, str):
+        return params
+    gamma, beta, mean, var = params
+    epsilon = node.attributes.get_float("epsilon", DEFAULT_BN_EPSILON)
+    scale = gamma / np.sqrt(var + np.float64(np.float32(epsilon)))
+    return ChannelAffine(scale, beta - mean * scale)
+
+
+def _cast(array: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return array.astype(like.dtype)
+
+
+def _hint(node: ir.Node, suffix: str) -> str:
+    return f"{node.name or node.op_type}_{suffix}"
+
+
+class Absorber:
+    """How one op type absorbs an affine map applied to its output.
+
+    ``layout(node)`` gives ``(rank, channel_axis, channels)`` of the output or a decline reason;
+    ``decline(node, affine, axis)`` says why it cannot absorb (``None`` when it can);
+    ``absorb(node, affine)`` rewrites and returns the value that now carries the result.
+    """
+
+    op_type = ""
+
+    def layout(self, node: ir.Node) -> tuple[int, int, int] | str:
+        raise NotImplementedError
+
+    def decline(self, node: ir.Node, affine: ChannelAffine) -> str | None:
+        return None
+
+    def absorb(self, node: ir.Node, affine: ChannelAffine) -> ir.Value:
+        raise NotImplementedError
+
+
+def _weight_and_bias(node: ir.Node, bias_index: int) -> tuple[np.ndarray, np.ndarray | None] | str:
+    weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if weight is None:
+        return f"{node.op_type} weight is not an initializer"
+    if node.inputs[1].dtype not in FLOAT_TYPES:
+        return f"{node.op_type} weight is not floating point"
+    bias_value = node.inputs[bias_index] if len(node.inputs) > bias_index else None
+    if bias_value is None:
+        return weight, None
+    bias = constant_array(bias_value)
+    if bias is None:
+        return f"{node.op_type} bias is not an initializer"
+    return weight, bias
+
+
+def _new_bias(bias: np.ndarray | None, affine: ChannelAffine) -> np.ndarray | None:
+    """``scale * bias + shift``, or None when there is no bias and nothing to add."""
+    if bias is None:
+        return affine.shift if affine.has_shift else None
+    return bias.astype(np.float64).reshape(-1) * affine.scale + affine.shift
+
+
+class _ConvAbsorber(Absorber):
+    """Conv: weight [Cout, Cin/group, k...], output channels on axis 1."""
+
+    op_type = "Conv"
+
+    def layout(self, node):
+        params = _weight_and_bias(node, 2)
+        if isinstance(params, str):
+            return params
+        weight, _ = params
+        return weight.ndim, 1, weight.shape[0]
+
+    def absorb(self, node, affine):
+        weight, bias = _weight_and_bias(node, 2)
+        shape = (-1,) + (1,) * (weight.ndim - 1)
+        folded = weight.astype(np.float64) * affine.scale.reshape(shape)
+        set_constant_input(node, 1, _cast(folded, weight), _hint(node, "weight"))
+        new_bias = _new_bias(bias, affine)
+        if new_bias is not None:
+            set_constant_input(node, 2, _cast(new_bias, weight), _hint(node, "bias"))
+        return node.outputs[0]
+
+
+class _ConvTransposeAbsorber(Absorber):
+    """ConvTranspose: weight [Cin, Cout/group, k...], output channel = g * Cout/group + j."""
+
+    op_type = "ConvTranspose"
+
+    def layout(self, node):
+        params = _weight_and_bias(node, 2)
+        if isinstance(params, str):
+            return params
+        weight, _ = params
+        return weight.ndim, 1, weight.shape[1] * node.attributes.get_int("group", 1)
+
+    def absorb(self, node, affine):
+        weight, bias = _weight_and_bias(node, 2)
+        group = node.attributes.get_int("group", 1)
+        cin, cout_g, *kernel = weight.shape
+        grouped = weight.astype(np.float64).reshape(group, cin // group, cout_g, *kernel)
+        scale = affine.scale.reshape(group, 1, cout_g, *([1] * len(kernel)))
+        folded = (grouped * scale).reshape(weight.shape)
+        set_constant_input(node, 1, _cast(folded, weight), _hint(node, "weight"))
+        new_bias = _new_bias(bias, affine)
+        if new_bias is not None:
+            set_constant_input(node, 2, _cast(new_bias, weight), _hint(node, "bias"))
+        return node.outputs[0]
+
+
+class _GemmAbsorber(Absorber):
+    """Gemm: ``alpha * A' B' + beta * C`` of shape [M, N]; channels are the N columns."""
+
+    op_type = "Gemm"
+
+    def layout(self, node):
+        params = _weight_and_bias(node, 2)
+        if isinstance(params, str):
+            return params
+        weight, _ = params
+        if weight.ndim != 2:
+            return "Gemm weight is not 2-D"
+        trans_b = node.attributes.get_int("transB", 0)
+        return 2, 1, weight.shape[0] if trans_b else weight.shape[1]
+
+    def absorb(self, node, affine):
+        weight, bias = _weight_and_bias(node, 2)
+        trans_b = node.attributes.get_int("transB", 0)
+        scale = affine.scale[:, None] if trans_b else affine.scale[None, :]
+        folded = weight.astype(np.float64) * scale
+        set_constant_input(node, 1, _cast(folded, weight), _hint(node, "weight"))
+        if bias is None and not affine.has_shift:
+            return node.outputs[0]
+        if bias is None:
+            new_bias = affine.shift
+        else:
+            beta = node.attributes.get_float("beta", 1.0)
+            new_bias = beta * bias.astype(np.float64) * affine.scale + affine.shift
+        set_constant_input(node, 2, _cast(new_bias, weight), _hint(node, "bias"))
+        node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
+        return node.outputs[0]
+
+
+class _MatMulAbsorber(Absorber):
+    """MatMul by a 2-D initializer [K, N]: channels are the N columns of the last axis.
+
+    Scaling folds into the weight at any rank; a shift needs a bias, so a 2-D MatMul becomes
+    a Gemm (``A @ B + C``) and a higher-rank one declines.
+    """
+
+    op_type = "MatMul"
+
+    def layout(self, node):
+        weight = constant_array(node.inputs[1])
+        if weight is None:
+            return "MatMul weight is not an initializer"
+        if weight.ndim != 2 or node.inputs[1].dtype not in FLOAT_TYPES:
+            return "MatMul weight is not a 2-D floating-point tensor"
+        rank = value_rank(node.inputs[0])
+        if rank is None or rank < 2:
+            return "MatMul input rank unknown or below 2"
+        return rank, rank - 1, weight.shape[1]
+
+    def decline(self, node, affine):
+        if affine.has_shift and value_rank(node.inputs[0]) != 2:
+            return "MatMul of rank above 2 has no bias to take the shift"
+        return None
+
+    def absorb(self, node, affine):
+        weight = constant_array(node.inputs[1])
+        folded = _cast(weight.astype(np.float64) * affine.scale[None, :], weight)
+        if not affine.has_shift:
+            set_constant_input(node, 1, folded, _hint(node, "weight"))
+            return node.outputs[0]
+        graph = node.graph
+        b_value = add_initializer(graph, folded, _hint(node, "weight"))
+        c_value = add_initializer(graph, _cast(affine.shift, weight), _hint(node, "bias"))
+        old_weight = node.inputs[1]
+        gemm = ir.node("Gemm", [node.inputs[0], b_value, c_value], name=node.name)
+        replace_node(node, gemm)
+        drop_if_unused(old_weight)
+        return gemm.outputs[0]
+
+
+class _BatchNormAbsorber(Absorber):
+    """BatchNormalization: scale and bias take the affine map; mean and variance stay."""
+
+    op_type = "BatchNormalization"
+
+    def layout(self, node):
+        params = _batchnorm_params(node)
+        if isinstance(params, str):
+            return params
+        rank = value_rank(node.inputs[0])
+        if rank is None:
+            return "BatchNormalization input rank unknown"
+        return rank, 1, params[0].size
+
+    def absorb(self, node, affine):
+        gamma, beta = (constant_array(v) for v in node.inputs[1:3])
+        new_gamma = gamma.astype(np.float64).reshape(-1) * affine.scale
+        new_beta = beta.astype(np.float64).reshape(-1) * affine.scale + affine.shift
+        set_constant_input(node, 1, _cast(new_gamma, gamma), _hint(node, "scale"))
+        set_constant_input(node, 2, _cast(new_beta, beta), _hint(node, "bias"))
+        return node.outputs[0]
+
+
+ABSORBERS: dict[str, Absorber] = {
+    a.op_type: a
+    for a in (
+        _ConvAbsorber(),
+        _ConvTransposeAbsorber(),
+        _GemmAbsorber(),
+        _MatMulAbsorber(),
+        _BatchNormAbsorber(),
+    )
+}
+
+
+def _conv_pads_input(node: ir.Node) -> bool:
+    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):
+        return True
+    return any(p != 0 for p in node.attributes.get_ints("pads", ()))
+
+
+def check_next_conv(conv: ir.Node, data: ir.Value) -> tuple[int, int] | str:
+    """``(rank, input_channels)`` if ``conv`` can absorb an affine map on its input ``data``."""
+    if conv.op_type != "Conv" or len(conv.inputs) < 2 or conv.inputs[0] is not data:
+        return f"followed by {conv.op_type}, not the data input of a Conv"
+    if data in conv.inputs[1:]:
+        return "the value also feeds the Conv's weight or bias"
+    if _conv_pads_input(conv):
+        return "the next Conv pads its input: the shift would not reach the padding"
+    params = _weight_and_bias(conv, 2)
+    if isinstance(params, str):
+        return params
+    weight, _ = params
+    return weight.ndim, weight.shape[1] * conv.attributes.get_int("group", 1)
+
+
+def absorb_into_next_conv(conv: ir.Node, affine: ChannelAffine) -> None:
+    """``Conv(scale * x + shift)`` as ``Conv'(x)``: scale the input-channel slices of the weight,
+    and add the weight's response to the constant shift to the bias (exact without padding)."""
+    weight, bias = _weight_and_bias(conv, 2)
+    group = conv.attributes.get_int("group", 1)
+    cout, cin_g, *kernel = weight.shape
+    groups_of_outputs = np.arange(cout) // (cout // group)
+    scale = affine.scale.reshape(group, cin_g)[groups_of_outputs]
+    shift = affine.shift.reshape(group, cin_g)[groups_of_outputs]
+    weight64 = weight.astype(np.float64)
+    extra = (weight64 * shift.reshape(cout, cin_g, *([1] * len(kernel)))).reshape(cout, -1).sum(1)
+    folded = weight64 * scale.reshape(cout, cin_g, *([1] * len(kernel)))
+    old_bias = np.zeros(cout) if bias is None else bias.astype(np.float64).reshape(-1)
+    set_constant_input(conv, 1, _cast(folded, weight), _hint(conv, "weight"))
+    if bias is not None or affine.has_shift:
+        set_constant_input(conv, 2, _cast(old_bias + extra, weight), _hint(conv, "bias"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProducerPlan:
+    """Where an affine map on ``data`` would fold: ``producer`` via ``absorber``."""
+
+    producer: ir.Node
+    absorber: Absorber
+    rank: int
+    axis: int
+    channels: int
+
+
+def plan_producer_fold(node: ir.Node, data: ir.Value) -> ProducerPlan | str:
+    """Can the producer of ``data`` (read only by ``node``) absorb ``node``'s affine map?"""
+    what = node.op_type
+    producer = data.producer()
+    if producer is None:
+        return f"{what} of a graph input or initializer: nothing to fold into"
+    absorber = ABSORBERS.get(producer.op_type) if producer.domain in ("", "ai.onnx") else None
+    if absorber is None:
+        return f"{what} after {producer.op_type}: nothing to fold into"
+    if single_consumer(data) is not node:
+        return (
+            f"{what} after {producer.op_type}: the {producer.op_type} output is also"
+            " used elsewhere or is a graph output"
+        )
+    layout = absorber.layout(producer)
+    if isinstance(layout, str):
+        return f"{what} after {producer.op_type}: {layout}"
+    rank, axis, channels = layout
+    return ProducerPlan(producer, absorber, rank, axis, channels)
