@@ -20,6 +20,7 @@ import onnx_ir as ir
 from graphopt.passes.fusion.framework import constant_array
 from graphopt.passes.fusion.rewrite_utils import (
     add_initializer,
+    bypass,
     drop_if_unused,
     replace_node,
     set_constant_input,
@@ -38,6 +39,8 @@ __all__ = [
     "absorb_into_next_conv",
     "ProducerPlan",
     "plan_producer_fold",
+    "extend_chain",
+    "fold_chain_into_producer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -396,3 +399,62 @@ def plan_producer_fold(node: ir.Node, data: ir.Value) -> ProducerPlan | str:
         return f"{what} after {producer.op_type}: {layout}"
     rank, axis, channels = layout
     return ProducerPlan(producer, absorber, rank, axis, channels)
+
+
+def _compose(first: ChannelAffine, then: ChannelAffine) -> ChannelAffine:
+    return ChannelAffine(then.scale * first.scale, then.scale * first.shift + then.shift)
+
+
+def _follower_affine(node: ir.Node, data: ir.Value, plan: ProducerPlan) -> ChannelAffine | None:
+    """The affine map ``node`` applies to ``data`` in ``plan``'s layout, if it is one."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "BatchNormalization":
+        if node.inputs[0] is not data or plan.axis != 1:
+            return None
+        affine = batchnorm_affine(node)
+        if isinstance(affine, str) or affine.scale.size != plan.channels:
+            return None
+        return affine
+    if node.op_type not in ("Mul", "Add") or len(node.inputs) != 2:
+        return None
+    other = node.inputs[1] if node.inputs[0] is data else node.inputs[0]
+    constant = constant_array(other)
+    if other is data or constant is None:
+        return None
+    vector = channel_vector(constant, rank=plan.rank, axis=plan.axis, channels=plan.channels)
+    if vector is None:
+        return None
+    if node.op_type == "Mul":
+        return ChannelAffine.from_scale(vector)
+    return ChannelAffine.from_shift(vector)
+
+
+def extend_chain(
+    node: ir.Node, affine: ChannelAffine, plan: ProducerPlan
+) -> tuple[ChannelAffine, list[ir.Node]]:
+    """Compose the per-channel Mul / Add / BatchNormalization nodes that follow ``node`` (each
+    the only reader of the one before) into ``affine``, so that weights are rounded once."""
+    chain = [node]
+    while True:
+        output = chain[-1].outputs[0]
+        follower = single_consumer(output)
+        if follower is None:
+            break
+        step = _follower_affine(follower, output, plan)
+        if step is None:
+            break
+        composed = _compose(affine, step)
+        if plan.absorber.decline(plan.producer, composed) is not None:
+            break
+        affine = composed
+        chain.append(follower)
+    return affine, chain
+
+
+def fold_chain_into_producer(plan: ProducerPlan, affine: ChannelAffine, chain: list[ir.Node]):
+    """Rewrite: the producer absorbs ``affine``; the ``chain`` of nodes it replaces goes."""
+    result = plan.absorber.absorb(plan.producer, affine)
+    bypass(chain[-1], result)
+    for node in reversed(chain[:-1]):
+        node.graph.remove(node, safe=True)

@@ -14,7 +14,13 @@ from typing import ClassVar
 import numpy as np
 import onnx_ir as ir
 
-from graphopt.passes.fusion._affine import ChannelAffine, channel_vector, plan_producer_fold
+from graphopt.passes.fusion._affine import (
+    ChannelAffine,
+    channel_vector,
+    extend_chain,
+    fold_chain_into_producer,
+    plan_producer_fold,
+)
 from graphopt.passes.fusion.framework import (
     CheckResult,
     Match,
@@ -23,7 +29,6 @@ from graphopt.passes.fusion.framework import (
     constant_array,
     register_rule,
 )
-from graphopt.passes.fusion.rewrite_utils import bypass
 
 __all__ = ["AddIntoBias", "MulIntoWeights"]
 
@@ -68,12 +73,11 @@ class _ChannelConstantRule(Rule):
         reason = plan.absorber.decline(plan.producer, affine)
         if reason is not None:
             return f"{node.op_type} after {plan.producer.op_type}: {reason}"
-        return Match(node, {"plan": plan, "affine": affine})
+        affine, chain = extend_chain(node, affine, plan)
+        return Match(node, {"plan": plan, "affine": affine, "chain": chain})
 
     def rewrite(self, match: Match) -> None:
-        plan = match["plan"]
-        result = plan.absorber.absorb(plan.producer, match["affine"])
-        bypass(match.node, result)
+        fold_chain_into_producer(match["plan"], match["affine"], match["chain"])
 
 
 @register_rule

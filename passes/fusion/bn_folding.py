@@ -17,10 +17,12 @@ from graphopt.passes.fusion._affine import (
     absorb_into_next_conv,
     batchnorm_affine,
     check_next_conv,
+    extend_chain,
+    fold_chain_into_producer,
     plan_producer_fold,
 )
 from graphopt.passes.fusion.framework import CheckResult, Match, Rule, register_rule
-from graphopt.passes.fusion.rewrite_utils import bypass, single_consumer, value_rank
+from graphopt.passes.fusion.rewrite_utils import single_consumer, value_rank
 
 __all__ = ["BatchNormIntoProducer", "BatchNormIntoNextConv"]
 
@@ -54,12 +56,11 @@ class BatchNormIntoProducer(Rule):
         reason = plan.absorber.decline(plan.producer, affine)
         if reason is not None:
             return f"BatchNormalization after {producer}: {reason}"
-        return Match(node, {"plan": plan, "affine": affine})
+        affine, chain = extend_chain(node, affine, plan)
+        return Match(node, {"plan": plan, "affine": affine, "chain": chain})
 
     def rewrite(self, match: Match) -> None:
-        plan = match["plan"]
-        result = plan.absorber.absorb(plan.producer, match["affine"])
-        bypass(match.node, result)
+        fold_chain_into_producer(match["plan"], match["affine"], match["chain"])
 
 
 @register_rule
