@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from graphopt.errors import PipelineSpecError
 from graphopt.pass_api import GraphPass, register_pass
-from graphopt.passes.fusion.framework import RuleSet, registered_rules
+from graphopt.passes.fusion.framework import RuleSet, registered_rules, registered_steps
 
 __all__ = ["FusePass"]
 
@@ -36,19 +36,31 @@ class FusePass(GraphPass):
     max_rounds: int = 16
 
     def _selected(self):
-        catalogue = registered_rules()
+        catalogue = {**registered_rules(), **registered_steps()}
         unknown = [n for n in (*self.rules, *self.skip) if n not in catalogue]
         if unknown:
             raise PipelineSpecError(
                 f"fuse: unknown rule(s) {', '.join(unknown)} (rules: {', '.join(catalogue)})"
             )
-        names = self.rules or tuple(catalogue)
-        return [catalogue[n]() for n in names if n not in self.skip]
+        names = [n for n in (self.rules or tuple(catalogue)) if n not in self.skip]
+        rules = [registered_rules()[n]() for n in names if n in registered_rules()]
+        steps = [registered_steps()[n]() for n in names if n in registered_steps()]
+        return rules, steps
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        rule_set = RuleSet(self._selected(), max_rounds=self.max_rounds)
-        run = rule_set.apply(model.graph)
-        self.stats.update(run.applied)
+        rules, steps = self._selected()
+        rule_set = RuleSet(rules, max_rounds=self.max_rounds)
+        for _ in range(self.max_rounds):
+            run = rule_set.apply(model.graph)
+            self.stats.update(run.applied)
+            removed = 0
+            for step in steps:
+                count = step.run(model)
+                self.stats[step.name] += count
+                removed += count
+            if not removed:
+                break
         for rule, node, reason in run.declined:
             self.explain(f"{rule} at {node}: {reason}")
-        return ir.passes.PassResult(model, modified=sum(run.applied.values()) > 0)
+        self.stats = +self.stats  # drop steps that removed nothing
+        return ir.passes.PassResult(model, modified=sum(self.stats.values()) > 0)

@@ -31,6 +31,9 @@ __all__ = [
     "registered_rules",
     "commuted",
     "is_standard",
+    "GraphStep",
+    "register_step",
+    "registered_steps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,37 @@ def register_rule(cls: type[Rule]) -> type[Rule]:
 
 def registered_rules() -> dict[str, type[Rule]]:
     return dict(_RULES)
+
+
+class GraphStep:
+    """A whole-model rewrite run after each fixed point of the rules (CSE, initializer dedup).
+
+    ``run(model)`` edits in place and returns how many nodes or initializers it removed; ``fuse``
+    repeats rules and steps until neither changes anything. Steps are selected by name like rules.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def run(self, model: ir.Model) -> int:
+        raise NotImplementedError(f"step {self.name} must implement run()")
+
+
+_STEPS: dict[str, type[GraphStep]] = {}
+
+
+def register_step(cls: type[GraphStep]) -> type[GraphStep]:
+    """Class decorator adding a whole-model step to the default catalogue."""
+    if not cls.name:
+        raise ValueError(f"step {cls.__name__} needs a name")
+    if cls.name in _STEPS and _STEPS[cls.name] is not cls:
+        raise ValueError(f"step {cls.name!r} registered twice")
+    _STEPS[cls.name] = cls
+    return cls
+
+
+def registered_steps() -> dict[str, type[GraphStep]]:
+    return dict(_STEPS)
 
 
 def is_standard(node: ir.Node) -> bool:
