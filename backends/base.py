@@ -139,6 +139,7 @@ class Runner(abc.ABC):
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[concurrent.futures.Future] = []
         self._completed = 0
+        self._input_names: frozenset[str] = frozenset()
         self._slots: threading.BoundedSemaphore | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -148,15 +149,20 @@ class Runner(abc.ABC):
         if self.is_active:
             raise RunnerStateError(f"{self.name}: runner is already active")
         start = time.perf_counter()
-        self._activate_impl()
+        try:
+            self._activate_impl()
+        except BaseException:
+            self._deactivate_impl()  # release whatever was created before the failure
+            raise
         self.compile_seconds = time.perf_counter() - start
         self.is_active = True
+        self._input_names = frozenset(self._input_metadata_impl())
         logger.debug("%s: activated in %.3f s (%s)", self.name, self.compile_seconds, self.precision)
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one inference; outputs by name."""
         self._require_active("infer")
-        missing = set(self.input_metadata()) - set(feed)
+        missing = self._input_names.difference(feed)
         if missing:
             raise ValueError(f"{self.name}: feed lacks inputs {sorted(missing)}")
         return self._infer_impl(feed)

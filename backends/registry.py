@@ -80,7 +80,7 @@ class BackendSpec:
 class Backend:
     """One backend name: what it runs on, what it accepts, how to build its runner.
 
-    ``options`` maps each accepted option to a converter from text and the runner keyword it
+    ``device`` is ``cpu`` or ``gpu`` (which energy meters apply); ``options`` maps each accepted option to a converter from text and the runner keyword it
     sets; ``check`` says whether the backend can run here; ``factory(model, precision=...,
     batch_size=..., **keywords)`` builds the runner (runtimes with dynamic batch handling
     ignore ``batch_size``).
@@ -88,6 +88,7 @@ class Backend:
 
     name: str
     description: str
+    device: str
     precisions: tuple[str, ...]
     options: Mapping[str, tuple[Callable[[str], object], str]]
     check: Callable[[], tuple[bool, str]]
@@ -162,31 +163,31 @@ def _tensorrt_factory(model: ModelSource, *, batch_size: int, **keywords) -> Run
     return TensorRtRunner(model, batch_size=batch_size, **keywords)
 
 
-def _make(name, description, precisions, options, pair) -> Backend:
+def _make(name, description, device, precisions, options, pair) -> Backend:
     check, factory = pair
-    return Backend(name, description, precisions, options, check, factory)
+    return Backend(name, description, device, precisions, options, check, factory)
 
 
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        _make("ort-cpu", "onnxruntime, CPU execution provider", ("fp32",),
+        _make("ort-cpu", "onnxruntime, CPU execution provider", "cpu", ("fp32",),
               _ort_options(), _ort("cpu")),
-        _make("ort-cuda", "onnxruntime, CUDA execution provider", ("fp32",),
+        _make("ort-cuda", "onnxruntime, CUDA execution provider", "gpu", ("fp32",),
               _ort_options(), _ort("cuda")),
-        _make("ort-trt", "onnxruntime, TensorRT execution provider", ("fp32", "fp16", "int8"),
+        _make("ort-trt", "onnxruntime, TensorRT execution provider", "gpu", ("fp32", "fp16", "int8"),
               _ort_options(), _ort("tensorrt")),
-        _make("ort-openvino", "onnxruntime, OpenVINO execution provider", ("fp32", "fp16"),
+        _make("ort-openvino", "onnxruntime, OpenVINO execution provider", "cpu", ("fp32", "fp16"),
               _ort_options(), _ort("openvino")),
-        _make("openvino-cpu", "OpenVINO runtime on the CPU", ("fp32", "bf16", "fp16"),
+        _make("openvino-cpu", "OpenVINO runtime on the CPU", "cpu", ("fp32", "bf16", "fp16"),
               _OPENVINO_OPTIONS, _openvino("CPU")),
-        _make("openvino-gpu", "OpenVINO runtime on an Intel GPU", ("fp32", "fp16"),
+        _make("openvino-gpu", "OpenVINO runtime on an Intel GPU", "gpu", ("fp32", "fp16"),
               _OPENVINO_OPTIONS, _openvino("GPU")),
-        _make("openvino-npu", "OpenVINO runtime on an Intel NPU", ("fp16",),
+        _make("openvino-npu", "OpenVINO runtime on an Intel NPU", "npu", ("fp16",),
               _OPENVINO_OPTIONS, _openvino("NPU")),
-        _make("openvino-auto", "OpenVINO AUTO device selection", ("fp32", "bf16", "fp16"),
+        _make("openvino-auto", "OpenVINO AUTO device selection", "cpu", ("fp32", "bf16", "fp16"),
               _OPENVINO_OPTIONS, _openvino("AUTO")),
-        _make("tensorrt", "TensorRT engine built from the ONNX graph (NVIDIA GPU)",
+        _make("tensorrt", "TensorRT engine built from the ONNX graph (NVIDIA GPU)", "gpu",
               ("fp32", "bf16", "fp16", "int8"), _TENSORRT_OPTIONS,
               (_tensorrt_check, _tensorrt_factory)),
     )

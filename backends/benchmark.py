@@ -1,0 +1,358 @@
+"""Benchmark one model on one backend: speed, energy and fidelity, each labelled with its method.
+
+Steps of :func:`benchmark`:
+
+1. Load the model (path or ``zoo:NAME``), make deterministic inputs
+   (``random_inputs(model, seed=seed, batch_size=batch_size)``) and the fp32 reference outputs
+   from the oracle (onnxruntime, graph optimizations off).
+2. Build and activate the runner; ``compile_seconds`` is session creation / compilation alone.
+3. Time synchronous inference with :func:`graphopt.backends.timing.measure`: the first call
+   apart (``first_inference_ms``), warm-up to steady state, then every call timed; sync
+   throughput = batch / median latency. A measured energy meter (RAPL, NVML) brackets this
+   phase when one is readable, counting every inference in it.
+4. Concurrent throughput with :func:`~graphopt.backends.timing.measure_concurrent` through the
+   runner's ``submit``/``wait_all`` (OpenVINO async requests, a thread pool for ORT), when the
+   runner supports it.
+5. Fidelity: the runner's outputs on the benchmark inputs against the reference, judged by the
+   tolerance of the precision the runner actually ran (:data:`FIDELITY_TOLERANCES`).
+6. Energy per inference: the measured reading, or when none is usable the analytical
+   :class:`~graphopt.backends.energy.ModelEnergyEstimator` on the model's cost at the precision
+   run, with ``source`` saying which (and ``energy_fallback`` why no meter was used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from graphopt.backends.base import Runner
+from graphopt.backends.registry import BACKENDS, BackendSpec, create_runner, parse_backend
+from graphopt.backends.stats import CV_WARNING, is_noisy, throughput_from_latency
+from graphopt.backends.timing import TimingConfig, TimingResult, measure, measure_concurrent
+from graphopt.errors import GraphoptError
+
+__all__ = [
+    "FidelityTolerance",
+    "FIDELITY_TOLERANCES",
+    "BenchmarkResult",
+    "benchmark",
+    "judge_fidelity",
+    "model_file",
+]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+"""``progress(phase, fraction)``: phase is ``compile``, ``measure``, ``concurrent``, ``fidelity``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FidelityTolerance:
+    """Limits on how far a backend's outputs may be from the fp32 reference.
+
+    ``max_rel`` bounds max |y - r| / max |r| (see :mod:`graphopt.verify`), ``min_cosine``
+    bounds the cosine similarity from below; ``None`` means not checked.
+    """
+
+    max_rel: float | None
+    min_cosine: float | None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# The one place fidelity tolerances are defined, by the precision the backend actually ran:
+# - fp32: the lossless limit (float reordering only, e.g. a runtime's own fusions).
+# - fp16: unit roundoff 2^-11 ~ 4.9e-4 per operation; 1e-2 of the output range leaves room
+#   for accumulation over a deep network, and the direction must stay (cosine >= 0.99).
+# - bf16: 8 mantissa bits, unit roundoff 2^-8 ~ 3.9e-3 (8x fp16), hence 5e-2.
+# - int8: element-wise errors of a calibrated quantization are not bounded usefully by a
+#   relative max; the output direction is (cosine >= 0.98).
+FIDELITY_TOLERANCES: dict[str, FidelityTolerance] = {
+    "fp32": FidelityTolerance(max_rel=1e-4, min_cosine=None),
+    "fp16": FidelityTolerance(max_rel=1e-2, min_cosine=0.99),
+    "bf16": FidelityTolerance(max_rel=5e-2, min_cosine=0.99),
+    "int8": FidelityTolerance(max_rel=None, min_cosine=0.98),
+}
+
+
+def judge_fidelity(fidelity, precision: str) -> tuple[bool, list[str]]:
+    """``(ok, failures)`` of a :class:`~graphopt.verify.Fidelity` under ``precision``'s
+    tolerance (unknown precisions are judged as fp32)."""
+    tolerance = FIDELITY_TOLERANCES.get(precision, FIDELITY_TOLERANCES["fp32"])
+    failures = []
+    if tolerance.max_rel is not None and not fidelity.max_rel <= tolerance.max_rel:
+        failures.append(f"max rel {fidelity.max_rel:.2e} > {tolerance.max_rel:.0e}")
+    if tolerance.min_cosine is not None and not fidelity.cosine >= tolerance.min_cosine:
+        failures.append(f"cosine {fidelity.cosine:.4f} < {tolerance.min_cosine}")
+    return not failures, failures
+
+
+def model_file(spec: str | os.PathLike) -> Path:
+    """The .onnx file behind a model spec (a path, or ``zoo:NAME`` materialised in the cache)."""
+    from graphopt.model_io import ZOO_PREFIX
+
+    text = os.fspath(spec)
+    if text.startswith(ZOO_PREFIX):
+        from graphopt import zoo
+
+        return zoo.path(text[len(ZOO_PREFIX):])
+    return Path(text)
+
+
+@dataclasses.dataclass
+class BenchmarkResult:
+    """Everything one benchmark measured, and how."""
+
+    model: str
+    backend: str
+    precision: str
+    requested_precision: str | None
+    batch_size: int
+    seed: int
+    compile_seconds: float
+    timing: TimingResult
+    throughput_sync: float
+    throughput_concurrent: float | None
+    concurrent_method: str
+    energy: object  # EnergyReading, or None when energy="none"
+    energy_fallback: list[str]
+    fidelity: object  # graphopt.verify.Fidelity
+    fidelity_tolerance: FidelityTolerance
+    fidelity_ok: bool
+    fidelity_failures: list[str]
+    settings: dict
+    cost: dict
+    environment: dict
+    warnings: list[str]
+
+    @property
+    def first_inference_ms(self) -> float:
+        return self.timing.first_call_us / 1e3
+
+    @property
+    def stats(self):
+        return self.timing.stats
+
+    def to_dict(self, *, include_samples: bool = True) -> dict:
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "precision": self.precision,
+            "requested_precision": self.requested_precision,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "compile_seconds": self.compile_seconds,
+            "first_inference_ms": self.first_inference_ms,
+            "latency": self.timing.to_dict(include_samples=include_samples),
+            "stats": self.stats.to_dict(),
+            "throughput": {
+                "sync_per_second": self.throughput_sync,
+                "sync_method": "batch_size / median latency of synchronous calls",
+                "concurrent_per_second": self.throughput_concurrent,
+                "concurrent_method": self.concurrent_method,
+            },
+            "energy": None if self.energy is None else self.energy.to_dict(),
+            "energy_fallback": self.energy_fallback,
+            "fidelity": {
+                **self.fidelity.to_dict(),
+                "reference": "onnxruntime CPU fp32, graph optimizations off, same inputs",
+                "tolerance": self.fidelity_tolerance.to_dict(),
+                "ok": self.fidelity_ok,
+                "failures": self.fidelity_failures,
+            },
+            "fidelity_ok": self.fidelity_ok,
+            "settings": self.settings,
+            "cost": self.cost,
+            "environment": self.environment,
+            "warnings": self.warnings,
+        }
+
+
+def _feed_batch(feed: dict[str, np.ndarray]) -> int | None:
+    for array in feed.values():
+        if array.ndim:
+            return int(array.shape[0])
+    return None
+
+
+def _measure_concurrent(runner: Runner, feed, seconds: float, batch_size: int,
+                        progress: Progress | None) -> tuple[float | None, str]:
+    if seconds <= 0:
+        return None, "not measured (disabled)"
+    if not runner.supports_async:
+        return None, f"not supported by {runner.name}"
+    if progress is not None:
+        progress("concurrent", 0.0)
+    workers = runner.settings.get("async_requests") or runner.async_workers
+    value = measure_concurrent(
+        lambda: runner.submit(feed), runner.wait_all, seconds=seconds, batch_size=batch_size,
+        warmup_requests=2 * int(workers),
+    )
+    kind = "AsyncInferQueue" if runner.settings.get("runtime") == "openvino" else "thread pool"
+    if progress is not None:
+        progress("concurrent", 1.0)
+    return value, f"{kind}, {workers} requests in flight, {seconds:g} s, completed requests only"
+
+
+def _energy(preference: str, device: str, cost, precision: str, batch_size: int,
+            measured) -> tuple[object, list[str]]:
+    from graphopt.backends.energy import ModelEnergyEstimator
+    from graphopt.backends.energy.model import PRECISIONS
+
+    reading, reasons = measured
+    if preference == "none":
+        return None, ["energy not requested (--energy none)"]
+    if reading is not None and reading.joules_per_inference is not None:
+        return reading, reasons
+    if reading is not None:
+        reasons = [*reasons, f"{reading.source}: {reading.note}"]
+    priced = precision if precision in PRECISIONS else "fp32"
+    return ModelEnergyEstimator().estimate(cost, precision=priced, batch_size=batch_size), reasons
+
+
+def _pick_meter(preference: str, device: str):
+    from graphopt.backends.energy import probe_meters
+
+    if preference in ("model", "none"):
+        return None, [f"measurement not requested (--energy {preference})"]
+    meter, reasons = probe_meters(preference, device=device)
+    if meter is None and preference != "auto":
+        raise GraphoptError(f"energy meter {preference} is not usable here: {'; '.join(reasons)}")
+    return meter, reasons
+
+
+def benchmark(
+    model_spec: str | os.PathLike,
+    backend_spec: str | BackendSpec,
+    *,
+    config: TimingConfig = TimingConfig(),
+    batch_size: int = 1,
+    threads: int | None = None,
+    energy: str = "auto",
+    seed: int = 0,
+    concurrent_seconds: float | None = None,
+    energy_baseline_seconds: float = 1.0,
+    progress: Progress | None = None,
+) -> BenchmarkResult:
+    """Measure ``model_spec`` on ``backend_spec`` (steps in the module docstring).
+
+    ``energy`` is ``auto`` (a measured meter if readable, else the model), ``rapl``/``nvml``
+    (that meter or an error), ``model`` or ``none``. ``concurrent_seconds`` defaults to
+    ``config.min_seconds``; 0 skips the concurrent phase. A measured meter first records
+    ``energy_baseline_seconds`` of idle power, subtracted from the reading.
+    """
+    from graphopt import oracle
+    from graphopt.backends.environment import capture_environment
+    from graphopt.cost import model_cost
+    from graphopt.model_io import resolve_model
+    from graphopt.verify import compare_outputs, random_inputs
+
+    spec = parse_backend(backend_spec) if isinstance(backend_spec, str) else backend_spec
+    if batch_size < 1:
+        raise GraphoptError(f"batch size must be >= 1, got {batch_size}")
+    model = resolve_model(model_spec)
+    path = model_file(model_spec)
+    feed = random_inputs(model, seed=seed, batch_size=batch_size)
+    if _feed_batch(feed) not in (None, batch_size):
+        raise GraphoptError(
+            f"{model_spec}: the model has a fixed batch of {_feed_batch(feed)};"
+            f" batch size {batch_size} needs a dynamic batch dimension"
+        )
+    reference = oracle.run_model(oracle.make_session(model), feed)
+    cost = model_cost(model)
+    device = BACKENDS[spec.name].device
+    meter, meter_reasons = _pick_meter(energy, device)
+    runner = create_runner(spec, path, threads=threads, batch_size=batch_size)
+    if progress is not None:
+        progress("compile", 0.0)
+    try:
+        runner.activate()
+    except GraphoptError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GraphoptError(f"{spec} cannot run {model_spec}: {text}") from exc
+    try:
+        if progress is not None:
+            progress("compile", 1.0)
+        calls = [0]
+
+        def call() -> None:
+            runner.infer(feed)
+            calls[0] += 1
+
+        if meter is not None and energy_baseline_seconds > 0:
+            meter.idle_baseline(energy_baseline_seconds)
+        if meter is not None:
+            meter.start()
+        timing = measure(call, config,
+                         progress=None if progress is None else lambda f: progress("measure", f))
+        measured = (meter.stop(calls[0] * batch_size) if meter is not None else None,
+                    meter_reasons)
+        seconds = config.min_seconds if concurrent_seconds is None else concurrent_seconds
+        concurrent, concurrent_method = _measure_concurrent(runner, feed, seconds, batch_size,
+                                                            progress)
+        if progress is not None:
+            progress("fidelity", 0.0)
+        fidelity = compare_outputs(reference, runner.infer(feed))
+        precision, settings = runner.precision, dict(runner.settings)
+        compile_seconds = runner.compile_seconds
+    finally:
+        runner.deactivate()
+        if meter is not None:
+            meter.close()
+    ok, failures = judge_fidelity(fidelity, precision)
+    reading, fallback = _energy(energy, device, cost, precision, batch_size, measured)
+    warnings = _warnings(spec, precision, timing, ok, failures)
+    environment = capture_environment(
+        extra={"backend": str(spec), "precision": precision, "runner_settings": settings}
+    )
+    return BenchmarkResult(
+        model=os.fspath(model_spec),
+        backend=str(spec),
+        precision=precision,
+        requested_precision=spec.precision,
+        batch_size=batch_size,
+        seed=seed,
+        compile_seconds=compile_seconds,
+        timing=timing,
+        throughput_sync=throughput_from_latency(timing.stats, batch_size),
+        throughput_concurrent=concurrent,
+        concurrent_method=concurrent_method,
+        energy=reading,
+        energy_fallback=fallback,
+        fidelity=fidelity,
+        fidelity_tolerance=FIDELITY_TOLERANCES.get(precision, FIDELITY_TOLERANCES["fp32"]),
+        fidelity_ok=ok,
+        fidelity_failures=failures,
+        settings=settings,
+        cost=cost.to_dict(),
+        environment=environment,
+        warnings=warnings,
+    )
+
+
+def _warnings(spec: BackendSpec, precision: str, timing: TimingResult, fidelity_ok: bool,
+              failures: list[str]) -> list[str]:
+    warnings = []
+    if is_noisy(timing.stats):
+        warnings.append(
+            f"noisy: latency CV {timing.stats.cv:.1%} > {CV_WARNING:.0%}; close other programs,"
+            " pin threads or measure longer"
+        )
+    if not timing.steady:
+        warnings.append("warm-up did not reach a steady state before measuring")
+    if spec.precision is not None and precision != spec.precision:
+        warnings.append(f"asked for {spec.precision}, the runtime ran {precision}")
+    if not fidelity_ok:
+        warnings.append(f"fidelity outside the {precision} tolerance: {', '.join(failures)}")
+    if math.isnan(timing.stats.p50):
+        warnings.append("no latency samples")
+    return warnings
