@@ -93,9 +93,10 @@ class Fidelity:
         }
 
     def summary(self) -> str:
-        top1 = "" if self.top1_agreement is None else f", top-1 {self.top1_agreement:.1%}"
+        """One short line: worst max rel error, SQNR, cosine, top-1 agreement."""
+        top1 = "" if self.top1_agreement is None else f", top-1 {self.top1_agreement:.0%}"
         sqnr = "inf" if math.isinf(self.sqnr_db) else f"{self.sqnr_db:.1f}"
-        return f"max rel {self.max_rel:.2e}, cos {self.cosine:.6f}, SQNR {sqnr} dB{top1}"
+        return f"rel {self.max_rel:.1e}, {sqnr} dB, cos {self.cosine:.5f}{top1}"
 
 
 def _json_float(value: float) -> float | str:
