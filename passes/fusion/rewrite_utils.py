@@ -76,21 +76,6 @@ def bypass_blocker(node: ir.Node, source: ir.Value) -> str | None:
     return None
 
 
-def add_initializer(graph: ir.Graph, name_hint: str, array: np.ndarray) -> ir.Value:
-    """Register ``array`` as a new initializer named after ``name_hint`` (made unique)."""
-    name = name_hint
-    suffix = 1
-    while name in graph.initializers:
-        name = f"{name_hint}_{suffix}"
-        suffix += 1
-    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
-    value = ir.Value(
-        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
-    )
-    graph.register_initializer(value)
-    return value
-
-
 def remove_if_dead(node: ir.Node) -> bool:
     """Remove ``node`` if none of its outputs is read or is a graph output; True if removed."""
     if node.graph is None:
