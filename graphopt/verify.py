@@ -215,21 +215,13 @@ class Verifier:
         *,
         seed: int = 0,
     ) -> None:
+        from graphopt.calibration import check_feed  # calibration builds on this module
+
         self.inputs = dict(inputs) if inputs is not None else random_inputs(original, seed=seed)
-        self._check_inputs(original)
+        check_feed(original, self.inputs)
         session = oracle.make_session(original)
         self.reference = oracle.run_model(session, self.inputs)
         del session
-
-    def _check_inputs(self, model: ir.Model) -> None:
-        expected = {v.name for v in model.graph.inputs if v.name not in model.graph.initializers}
-        missing = expected - set(self.inputs)
-        extra = set(self.inputs) - expected
-        if missing or extra:
-            raise GraphoptError(
-                f"input data does not match the model: missing {sorted(missing)},"
-                f" unexpected {sorted(extra)}"
-            )
 
     def check(self, model: ir.Model) -> Fidelity:
         """Run ``model`` on the stored inputs and compare with the original's outputs."""

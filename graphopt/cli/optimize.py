@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from graphopt.calibration import check_feed, load_npz
 from graphopt.cli.app import DebugOption, app, console, set_debug
 from graphopt.cli.formatting import human_count, write_json_atomically
 from graphopt.errors import GraphoptError
@@ -41,19 +41,6 @@ def _input_size(model: str, estimated: int) -> int:
             return estimated
         return _files_size(zoo.path(name))
     return _files_size(Path(model))
-
-
-def load_inputs(path: Path | None) -> dict[str, np.ndarray] | None:
-    """Verification inputs from an .npz file (array names = model input names)."""
-    if path is None:
-        return None
-    if not path.exists():
-        raise GraphoptError(f"{path}: no such input data file")
-    try:
-        with np.load(path) as data:
-            return {name: data[name] for name in data.files}
-    except Exception as exc:
-        raise GraphoptError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
 def build_report(model: str, output: Path, report: PipelineReport, input_size: int) -> dict:
@@ -153,7 +140,10 @@ def optimize(
     if not model.startswith(ZOO_PREFIX) and Path(model).resolve() == out_path.resolve():
         raise GraphoptError(f"{out_path}: refusing to overwrite the input model")
     ir_model = resolve_model(model)
-    feed = load_inputs(inputs)
+    feed = None
+    if inputs is not None:
+        feed = load_npz(inputs)
+        check_feed(ir_model, feed, where=str(inputs))
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
         console=console, transient=True, disable=json_output or not console.is_terminal,

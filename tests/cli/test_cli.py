@@ -110,3 +110,20 @@ def test_debug_shows_traceback(run_cli, tmp_path):
 def test_refuses_to_overwrite_input(run_cli, tiny_model_path):
     code, _, err = run_cli("optimize", str(tiny_model_path), "-o", str(tiny_model_path))
     assert code == 2 and "refusing" in err
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"wrong": np.ones((1, 256), np.float32)}, "missing"),
+        ({"input": np.ones((1, 255), np.float32)}, "axis 1"),
+        ({"input": np.ones((1, 256), np.float64)}, "dtype"),
+        ({"input": np.ones((256,), np.float32)}, "rank"),
+    ],
+)
+def test_wrong_input_data_is_one_line(tmp_path, run_cli, arrays, message):
+    data = tmp_path / "inputs.npz"
+    np.savez(data, **arrays)
+    code, _, err = run_cli("optimize", "zoo:mlp", "-o", str(tmp_path / "o.onnx"),
+                           "--inputs", str(data))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
