@@ -175,7 +175,7 @@ class TransposeToReshape(Rule):
 
     def rewrite(self, match: Match) -> None:
         node = match.node
-        shape = add_initializer(node.graph, f"{node.name or 'transpose'}_shape", match["target"])
+        shape = add_initializer(node.graph, match["target"], f"{node.name or 'transpose'}_shape")
         replace_node(node, ir.node("Reshape", [node.inputs[0], shape], name=node.name))
 
 
@@ -247,7 +247,7 @@ class ReshapeChain(Rule):
         shape = node.inputs[1]
         target = match["target"]
         if not np.array_equal(target, constant_array(shape)):
-            shape = add_initializer(node.graph, f"{shape.name}_resolved", target)
+            shape = add_initializer(node.graph, target, f"{shape.name}_resolved")
         attributes = {"allowzero": 1} if _allowzero(node) else {}
         new = ir.node("Reshape", [inner.inputs[0], shape], attributes, name=node.name)
         old_shape = node.inputs[1]

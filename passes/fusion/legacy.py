@@ -245,7 +245,7 @@ class DivToMul(Rule):
         node = match.node
         graph = node.graph
         divisor = node.inputs[1]
-        value = add_initializer(graph, f"{divisor.name}_reciprocal", match["reciprocal"])
+        value = add_initializer(graph, match["reciprocal"], f"{divisor.name}_reciprocal")
         replace_node(node, ir.node("Mul", [node.inputs[0], value], name=node.name))
         drop_unused_initializer(graph, divisor)
 

@@ -132,7 +132,8 @@ def _unique_name(graph: ir.Graph, hint: str) -> str:
 def add_initializer(graph: ir.Graph, array: np.ndarray, name_hint: str) -> ir.Value:
     """A new initializer holding ``array`` under a name derived from ``name_hint``."""
     name = _unique_name(graph, name_hint)
-    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    array = np.asarray(array)
+    tensor = ir.tensor(np.ascontiguousarray(array).reshape(array.shape), name=name)  # keep 0-d
     value = ir.Value(
         name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
         const_value=tensor,
