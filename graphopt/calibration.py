@@ -27,7 +27,9 @@ def model_inputs(model: ir.Model) -> list[ir.Value]:
     return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
 
 
-def check_feed(model: ir.Model, feed: Mapping[str, np.ndarray], *, where: str = "input data") -> None:
+def check_feed(
+    model: ir.Model, feed: Mapping[str, np.ndarray], *, where: str = "input data"
+) -> None:
     """Raise a one-line error when ``feed`` does not fit the model's inputs."""
     expected = {v.name: v for v in model_inputs(model)}
     missing = sorted(set(expected) - set(feed))

@@ -132,7 +132,8 @@ def check_external_data(model: ir.Model, base_dir: Path) -> None:
             )
         if not target.is_file():
             raise ModelLoadError(
-                f"tensor {tensor.name!r}: external data file {tensor.location!r} not found in {base}"
+                f"tensor {tensor.name!r}: external data file {tensor.location!r}"
+                f" not found in {base}"
             )
 
 

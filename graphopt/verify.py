@@ -118,7 +118,10 @@ def _compare_one(name: str, ref: np.ndarray, out: np.ndarray) -> OutputFidelity:
     cosine = float(np.dot(r, y) / norms) if norms > 0 else (1.0 if max_abs == 0 else 0.0)
     noise = float(np.dot(diff, diff))
     signal = float(np.dot(r, r))
-    sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
+    if noise == 0:
+        sqnr = math.inf
+    else:
+        sqnr = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
     return OutputFidelity(name, max_abs, max_rel, cosine, sqnr, _top1(ref, out))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnx import version_converter

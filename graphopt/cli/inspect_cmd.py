@@ -50,7 +50,9 @@ def describe_model(model: ir.Model) -> dict:
 @app.command()
 def inspect(
     model: Annotated[str, typer.Argument(help="An .onnx file or zoo:NAME.")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of tables.")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Show MODEL's opset, inputs and outputs, operator histogram, nodes, params, MACs, size."""

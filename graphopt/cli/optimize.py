@@ -119,7 +119,8 @@ def optimize(
         typer.Option("--inputs", help="Verification inputs: an .npz with one array per input."),
     ] = None,
     explain: Annotated[
-        bool, typer.Option("--explain", help="List every rewrite candidate that was declined and why.")
+        bool,
+        typer.Option("--explain", help="List every rewrite candidate that was declined and why."),
     ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the JSON report on stdout instead of tables.")

@@ -1,0 +1,186 @@
+"""``graphopt bench``: latency, throughput, energy and fidelity of models on backends."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.table import Table
+
+from graphopt import __version__
+from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_backend_list
+from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
+from graphopt.errors import BackendUnavailableError, GraphoptError
+
+__all__ = ["bench"]
+
+logger = logging.getLogger(__name__)
+
+ENERGY_CHOICES = ("auto", "rapl", "nvml", "model", "none")
+DEFAULT_DURATION = 2.0
+DEFAULT_MIN_ITERATIONS = 50
+_MAX_WARMUP_SECONDS = 10.0
+
+
+def _ms(us: float) -> str:
+    if math.isnan(us):
+        return "-"
+    ms = us / 1e3
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _energy(result) -> str:
+    reading = result.energy
+    if reading is None:
+        return "-"
+    joules = reading.joules_per_inference
+    if joules is None:
+        return f"n/a ({reading.source})"
+    text = f"{joules * 1e3:.3g} mJ" if joules >= 1e-3 else f"{joules * 1e6:.3g} uJ"
+    return f"{text} ({reading.source})"
+
+
+def _fidelity(result) -> str:
+    fidelity = result.fidelity
+    mark = "[green]ok[/]" if result.fidelity_ok else "[yellow]WARN[/]"
+    return f"{mark} cos {fidelity.cosine:.6f} rel {fidelity.max_rel:.1e}"
+
+
+def _table(results: list) -> Table:
+    table = Table(title="graphopt bench", title_justify="left")
+    columns = ("model", "backend", "precision", "p50 ms", "p99 ms", "median 95% CI ms",
+               "sync inf/s", "concurrent inf/s", "energy / inference", "fidelity vs fp32")
+    for column in columns:
+        table.add_column(column, justify="right" if column.endswith(("ms", "/s")) else "left")
+    for r in results:
+        s = r.stats
+        table.add_row(
+            escape(r.model), escape(r.backend), r.precision, _ms(s.p50), _ms(s.p99),
+            f"{_ms(s.median_ci_low)}-{_ms(s.median_ci_high)}",
+            _rate(r.throughput_sync), _rate(r.throughput_concurrent), _energy(r), _fidelity(r),
+        )
+    return table
+
+
+def _startup_table(results: list) -> Table:
+    table = Table(title="startup and settings", title_justify="left")
+    for column in ("model", "backend", "compile s", "first inference ms", "settings"):
+        table.add_column(column, justify="right" if column.endswith(("ms", " s")) else "left")
+    for r in results:
+        table.add_row(escape(r.model), escape(r.backend), f"{r.compile_seconds:.3f}",
+                      f"{r.first_inference_ms:.2f}", escape(_settings_summary(r.settings)))
+    return table
+
+
+def _settings_summary(settings: dict) -> str:
+    keys = ("version", "providers", "graph_optimization", "intra_op_threads", "device_name",
+            "performance_hint", "inference_precision_hint", "num_streams",
+            "inference_num_threads", "engine_cache")
+    return ", ".join(f"{k}={settings[k]}" for k in keys if settings.get(k) not in (None, ""))
+
+
+def _check_backends(specs) -> None:
+    for spec in specs:
+        ok, reason = check_available(spec.name)
+        if not ok:
+            raise BackendUnavailableError(f"{spec.name} is not available here: {reason}")
+
+
+@app.command()
+def bench(
+    models: Annotated[list[str], typer.Argument(
+        metavar="MODEL...", help="Model files or zoo:NAME (see `graphopt zoo`).")],
+    backend: Annotated[list[str] | None, typer.Option(
+        "--backend", "-b",
+        help="Comma-separated backends, NAME[:precision][@key=value,...] (see `graphopt"
+             f" backends`). Default {DEFAULT_BACKEND}.")] = None,
+    duration: Annotated[float, typer.Option(
+        help="Minimum seconds of timed inference per model and backend (also the concurrent"
+             " phase).", min=0.0)] = DEFAULT_DURATION,
+    min_iterations: Annotated[int, typer.Option(
+        help="Minimum timed inferences per model and backend.", min=1)] = DEFAULT_MIN_ITERATIONS,
+    batch_size: Annotated[int, typer.Option(help="Inferences per call.", min=1)] = 1,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for backends with a thread setting (default: the runtime's).",
+        min=1)] = None,
+    energy: Annotated[str, typer.Option(
+        help="auto (RAPL/NVML when readable, else the cost model), rapl, nvml, model or none."
+    )] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the random benchmark inputs.")] = 0,
+    json_file: Annotated[Path | None, typer.Option(
+        "--json", help="Write every result (raw samples included) to this JSON file.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Measure models on backends: latency percentiles with a CI of the median, sync and
+    concurrent throughput, energy per inference (with its source) and fidelity against the
+    fp32 onnxruntime reference."""
+    from graphopt.backends.benchmark import benchmark
+    from graphopt.backends.timing import TimingConfig
+
+    set_debug(debug)
+    if energy not in ENERGY_CHOICES:
+        raise GraphoptError(f"--energy {energy!r}: expected one of {', '.join(ENERGY_CHOICES)}")
+    specs = parse_backend_list(backend or [DEFAULT_BACKEND])
+    _check_backends(specs)
+    config = TimingConfig(
+        min_iterations=min_iterations, min_seconds=duration,
+        warmup_max_seconds=min(_MAX_WARMUP_SECONDS, max(1.0, 2 * duration)),
+    )
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[phase]}"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        for model in models:
+            for spec in specs:
+                task = progress.add_task(f"{model} on {spec}", total=1.0, phase="loading")
+
+                def report(phase: str, fraction: float, task=task) -> None:
+                    progress.update(task, completed=fraction, phase=phase)
+
+                results.append(benchmark(
+                    model, spec, config=config, batch_size=batch_size, threads=threads,
+                    energy=energy, seed=seed, concurrent_seconds=duration, progress=report,
+                ))
+                progress.remove_task(task)
+    console.print(_table(results))
+    console.print(_startup_table(results))
+    _print_notes(results)
+    if json_file is not None:
+        from graphopt.cli.formatting import write_json_atomically
+
+        write_json_atomically(json_file, {
+            "graphopt_version": __version__,
+            "command": "bench",
+            "timing_config": results[0].timing.to_dict(include_samples=False)["config"],
+            "results": [r.to_dict() for r in results],
+        })
+        console.print(f"results written to {json_file}")
+
+
+def _print_notes(results: list) -> None:
+    for r in results:
+        for warning in r.warnings:
+            err_console.print(f"[yellow]warning:[/] {r.model} on {r.backend}: {warning}",
+                              highlight=False, soft_wrap=True)
+    sources = {r.energy.source for r in results if r.energy is not None}
+    if "model" in sources:
+        reasons = next((r.energy_fallback for r in results if r.energy is not None
+                        and r.energy.source == "model"), [])
+        why = f" ({'; '.join(reasons)})" if reasons else ""
+        console.print(f"energy: modelled from the cost model, not measured{why}",
+                      highlight=False, soft_wrap=True)
+    console.print(
+        "latency: median/p99 of synchronous calls after steady-state warm-up; CI: 95%"
+        " bootstrap of the median; fidelity: against onnxruntime fp32 (optimizations off) on"
+        " the same inputs, judged at the precision run.", highlight=False, soft_wrap=True,
+    )
