@@ -106,7 +106,7 @@ def summarize(
         mean=mean,
         std=std,
         cv=std / mean if mean > 0 else 0.0,
-        **{name: float(q) for name, q in zip(_PERCENTILES, quantiles)},
+        **{name: float(q) for name, q in zip(_PERCENTILES, quantiles, strict=True)},
         median_ci_low=ci_low,
         median_ci_high=ci_high,
     )

@@ -170,7 +170,7 @@ class EnergyMeter(abc.ABC):
                     self.baseline.total_watts, self.baseline.total_watts_std)
         return self.baseline
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most meters hold nothing
         """Release the meter's resources (nothing by default)."""
 
     def __enter__(self) -> EnergyMeter:

@@ -165,8 +165,8 @@ class RaplMeter(EnergyMeter):
         return None
 
     def _read_uncertainty(self, domains_j: Mapping[str, float], window: float) -> float:
-        per_read = [max(self.resolution_j, j / window * UPDATE_PERIOD_S) for j in domains_j.values()]
-        return 2.0 * sum(per_read)
+        stale = (j / window * UPDATE_PERIOD_S for j in domains_j.values())
+        return 2.0 * sum(max(self.resolution_j, e) for e in stale)
 
 
 def _domain(name: str, *, package: str, sub: str | None) -> str | None:
