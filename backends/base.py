@@ -157,7 +157,8 @@ class Runner(abc.ABC):
         self.compile_seconds = time.perf_counter() - start
         self.is_active = True
         self._input_names = frozenset(self._input_metadata_impl())
-        logger.debug("%s: activated in %.3f s (%s)", self.name, self.compile_seconds, self.precision)
+        logger.debug("%s: activated in %.3f s (%s)", self.name, self.compile_seconds,
+                     self.precision)
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one inference; outputs by name."""

@@ -40,6 +40,7 @@ from graphopt.errors import GraphoptError
 __all__ = [
     "FidelityTolerance",
     "FIDELITY_TOLERANCES",
+    "DEFAULT_TIMING",
     "BenchmarkResult",
     "benchmark",
     "judge_fidelity",
@@ -48,8 +49,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_TIMING = TimingConfig()
+
 Progress = Callable[[str, float], None]
-"""``progress(phase, fraction)``: phase is ``compile``, ``measure``, ``concurrent``, ``fidelity``."""
+"""``progress(phase, fraction)``; phases: ``compile``, ``measure``, ``concurrent``, ``fidelity``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +235,7 @@ def benchmark(
     model_spec: str | os.PathLike,
     backend_spec: str | BackendSpec,
     *,
-    config: TimingConfig = TimingConfig(),
+    config: TimingConfig = DEFAULT_TIMING,
     batch_size: int = 1,
     threads: int | None = None,
     energy: str = "auto",

@@ -50,7 +50,7 @@ def openvino_available() -> tuple[bool, str]:
     try:
         import openvino  # noqa: F401
     except ImportError as exc:
-        return False, f"openvino is not installed ({exc}); pip install graphopt[openvino]"
+        return False, f"openvino is not installed ({exc}): pip install openvino"
     return True, ""
 
 

@@ -80,7 +80,8 @@ class BackendSpec:
 class Backend:
     """One backend name: what it runs on, what it accepts, how to build its runner.
 
-    ``device`` is ``cpu`` or ``gpu`` (which energy meters apply); ``options`` maps each accepted option to a converter from text and the runner keyword it
+    ``device`` is ``cpu``, ``gpu`` or ``npu`` (which energy meters apply); ``options`` maps
+    each accepted option to a converter from text and the runner keyword it
     sets; ``check`` says whether the backend can run here; ``factory(model, precision=...,
     batch_size=..., **keywords)`` builds the runner (runtimes with dynamic batch handling
     ignore ``batch_size``).
@@ -175,8 +176,8 @@ BACKENDS: dict[str, Backend] = {
               _ort_options(), _ort("cpu")),
         _make("ort-cuda", "onnxruntime, CUDA execution provider", "gpu", ("fp32",),
               _ort_options(), _ort("cuda")),
-        _make("ort-trt", "onnxruntime, TensorRT execution provider", "gpu", ("fp32", "fp16", "int8"),
-              _ort_options(), _ort("tensorrt")),
+        _make("ort-trt", "onnxruntime, TensorRT execution provider", "gpu",
+              ("fp32", "fp16", "int8"), _ort_options(), _ort("tensorrt")),
         _make("ort-openvino", "onnxruntime, OpenVINO execution provider", "cpu", ("fp32", "fp16"),
               _ort_options(), _ort("openvino")),
         _make("openvino-cpu", "OpenVINO runtime on the CPU", "cpu", ("fp32", "bf16", "fp16"),

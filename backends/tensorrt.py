@@ -343,7 +343,7 @@ def tensorrt_available() -> tuple[bool, str]:
     try:
         import tensorrt as trt
     except ImportError:
-        return False, "tensorrt is not installed (pip install graphopt[tensorrt])"
+        return False, "tensorrt is not installed (pip install tensorrt cuda-python)"
     binding, reason = _cuda_binding()
     if binding is None:
         return False, f"tensorrt {trt.__version__} found but {reason}"
