@@ -17,6 +17,7 @@ import onnx_ir as ir
 from onnx_ir import traversal
 
 from graphopt.errors import ModelLoadError, UnsafeExternalDataError
+from graphopt.graph_checks import structural_problems
 
 __all__ = [
     "ZOO_PREFIX",
@@ -80,20 +81,9 @@ def _check_structure(model: ir.Model, path: Path) -> None:
     graph = model.graph
     if len(graph.outputs) == 0:
         raise ModelLoadError(f"{path}: not a valid ONNX model (graph has no outputs)")
-    known = {id(v) for v in graph.inputs} | {id(v) for v in graph.initializers.values()}
-    for node in graph:
-        for value in node.inputs:
-            if value is None or id(value) in known or value.producer() is not None:
-                continue
-            raise ModelLoadError(
-                f"{path}: model is incomplete (truncated?): node {node.name or node.op_type!r}"
-                f" reads {value.name!r}, which nothing produces"
-            )
-    for value in graph.outputs:
-        if value.producer() is None and id(value) not in known:
-            raise ModelLoadError(
-                f"{path}: model is incomplete (truncated?): output {value.name!r} is never produced"
-            )
+    problems = structural_problems(graph, limit=1)
+    if problems:
+        raise ModelLoadError(f"{path}: model is incomplete or malformed: {problems[0]}")
 
 
 def iter_tensors(model: ir.Model) -> Iterator[ir.TensorProtocol]:

@@ -28,6 +28,7 @@ from typing import ClassVar
 import onnx_ir as ir
 
 from graphopt.errors import PipelineSpecError
+from graphopt.graph_checks import structural_problems
 
 __all__ = [
     "GraphPass",
@@ -56,6 +57,14 @@ class GraphPass(ir.passes.InPlacePass):
         self.stats: collections.Counter[str] = collections.Counter()
         self.explanations: list[str] = []
         return super().__call__(model_or_result)
+
+    def ensures(self, model: ir.Model) -> None:
+        """Postcondition of every pass: the graph is still well formed (no dangling reads)."""
+        problems = structural_problems(model.graph)
+        if problems:
+            raise ir.passes.PostconditionError(
+                f"pass {self.name!r} left a malformed graph: " + "; ".join(problems)
+            )
 
     def explain(self, message: str) -> None:
         """Record why a candidate rewrite was declined (shown by ``--explain``)."""

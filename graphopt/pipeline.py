@@ -116,7 +116,7 @@ class Pipeline:
             if progress is not None:
                 progress(index, len(self.passes), graph_pass.name)
             start = time.perf_counter()
-            result = graph_pass(model)
+            result = self._apply(graph_pass, model, records)
             seconds = time.perf_counter() - start
             model = result.model
             after = model_cost(model)
@@ -142,6 +142,19 @@ class Pipeline:
         if progress is not None:
             progress(len(self.passes), len(self.passes), "done")
         return PipelineReport(input_cost, cost, records, fidelity)
+
+    @staticmethod
+    def _apply(graph_pass: GraphPass, model: ir.Model, done: list[PassRecord]):
+        """Run one pass; pre/postcondition failures name the pass and the passes before it."""
+        try:
+            return graph_pass(model)
+        except (ir.passes.PreconditionError, ir.passes.PostconditionError) as exc:
+            cause = exc.__cause__ or exc
+            text = str(cause).strip().splitlines()[0] if str(cause).strip() else str(exc)
+            before = ", ".join(r.name for r in done) or "none"
+            raise GraphoptError(
+                f"pass {graph_pass.name!r}: {text} (passes before it: {before})"
+            ) from exc
 
     @staticmethod
     def _enforce(
