@@ -6,7 +6,7 @@ obtained, so a modelled figure is never mistaken for a measured one.
 
 from __future__ import annotations
 
-from .base import EnergyMeter, EnergyReading, IdleBaseline, Source
+from .base import EnergyMeter, EnergyReading, IdleBaseline, Source, measure_energy
 from .model import HOROWITZ_45NM, EnergyTable, ModelEnergyEstimator
 from .nvml import NvmlMeter
 from .rapl import RaplMeter
@@ -25,5 +25,6 @@ __all__ = [
     "Source",
     "probe_meters",
     "select_meter",
+    "measure_energy",
     "unavailable_reasons",
 ]

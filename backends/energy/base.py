@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["EnergyReading", "EnergyMeter", "IdleBaseline", "Source"]
+__all__ = ["EnergyReading", "EnergyMeter", "IdleBaseline", "Source", "measure_energy"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +215,37 @@ class EnergyMeter(abc.ABC):
         if sum(net.values()) <= 0:
             note += "; run energy did not exceed idle energy, result is within the idle noise"
         return net, note
+
+
+def measure_energy(
+    meter: EnergyMeter,
+    call: Callable[[], object],
+    *,
+    seconds: float = 2.0,
+    batch_size: int = 1,
+    sync: Callable[[], None] | None = None,
+) -> EnergyReading:
+    """Run ``call`` back to back for ``seconds`` inside one meter window.
+
+    Each call is one batch of ``batch_size`` inferences (``sync`` after each, for device work).
+    Warm the call up first (e.g. with :func:`graphopt.backends.timing.measure`): this loop
+    measures steady-state energy, not first-call costs.
+    """
+    if seconds < meter.min_window_seconds:
+        raise ValueError(
+            f"seconds={seconds} is shorter than the {meter.source} minimum window of "
+            f"{meter.min_window_seconds} s"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    calls = 0
+    meter.start()
+    deadline = meter._clock() + seconds
+    while True:
+        call()
+        if sync is not None:
+            sync()
+        calls += 1
+        if meter._clock() >= deadline:
+            break
+    return meter.stop(calls * batch_size)

@@ -187,24 +187,32 @@ class _PowerSampler:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self._sample()
+        # The synchronous samples bracket the window as tightly as possible: the first is taken
+        # just before the meter's window opens, the last right after it closes. Background
+        # samples outside that span (a late thread) are dropped.
         self._thread.start()
+        self._sample()
 
     def stop(self) -> float:
+        end = self._sample()
         self._done.set()
         self._thread.join()
-        self._sample()
-        return _trapezoid(self._times, self._watts)
+        with self._lock:
+            points = sorted(p for p in zip(self._times, self._watts, strict=True) if p[0] <= end)
+        times, watts = zip(*points, strict=True)
+        return _trapezoid(list(times), list(watts))
 
     def _run(self) -> None:
         while not self._done.wait(self._interval):
             self._sample()
 
-    def _sample(self) -> None:
+    def _sample(self) -> float:
         watts = self._read_watts()
+        now = self._clock()
         with self._lock:
-            self._times.append(self._clock())
+            self._times.append(now)
             self._watts.append(watts)
+        return now
 
 
 def _trapezoid(times: list[float], watts: list[float]) -> float:

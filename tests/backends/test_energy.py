@@ -15,6 +15,7 @@ from graphopt.backends.energy import (
     ModelEnergyEstimator,
     NvmlMeter,
     RaplMeter,
+    measure_energy,
     probe_meters,
     select_meter,
 )
@@ -346,3 +347,30 @@ def test_reading_is_a_plain_record():
         "joules_per_inference": 1.0, "uncertainty_joules": 0.1, "source": "rapl",
         "domains": {"package-0": 1.0}, "window_seconds": 2.0, "inferences": 10, "note": "x",
     }
+
+
+def test_measure_energy_runs_calls_for_the_window(tree):
+    clock = FakeClock()
+    meter = RaplMeter(tree.root, clock=clock)
+
+    def call() -> None:  # one batch: 10 ms, 0.5 J package
+        clock.now += 0.01
+        tree.spend(500_000, 0)
+
+    reading = measure_energy(meter, call, seconds=1.0, batch_size=2)
+    assert reading.inferences == 200  # 100 calls of 2
+    assert reading.joules_per_inference == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="minimum window"):
+        measure_energy(meter, call, seconds=0.01)
+
+
+def test_power_sampler_integrates_by_trapezoid_within_the_window():
+    from graphopt.backends.energy.nvml import _PowerSampler, _trapezoid
+
+    assert _trapezoid([0.0, 1.0, 3.0], [0.0, 10.0, 20.0]) == pytest.approx(5.0 + 30.0)
+    clock = FakeClock()
+    watts = iter([100.0, 300.0])
+    sampler = _PowerSampler(lambda: next(watts), clock, interval=3600.0)
+    sampler.start()
+    clock.now += 2.0
+    assert sampler.stop() == pytest.approx((100.0 + 300.0) / 2 * 2.0)
