@@ -209,10 +209,12 @@ def _resolve_copied_dims(target: np.ndarray, middle: ir.Value) -> np.ndarray | N
     """Replace 0 entries (copies of the middle tensor's dims) by those dims, if static."""
     if not np.any(target == 0):
         return target
-    if middle.shape is None or len(middle.shape) < len(target):
+    if middle.shape is None:
         return None
     resolved = target.copy()
     for index in np.flatnonzero(target == 0):
+        if index >= len(middle.shape):
+            return None
         dim = middle.shape[int(index)]
         if not isinstance(dim, int):
             return None
