@@ -142,16 +142,14 @@ class EnergyMeter(abc.ABC):
         """Measure idle power over ``repeats`` windows totalling ``seconds``; keep and return it.
 
         Later readings subtract this power times their window. Run it on a quiet machine, right
-        before the measured run.
+        before the measured run. Every window must last the meter's ``min_window_seconds``:
+        when ``seconds`` is too short for ``repeats`` of them, fewer windows are used, and
+        ``seconds`` is raised to two minimal windows (the least that gives a spread).
         """
         if repeats < 2:
             raise ValueError(f"repeats must be >= 2 to estimate a spread, got {repeats}")
+        seconds, repeats = self._baseline_plan(seconds, repeats)
         each = seconds / repeats
-        if each < self.min_window_seconds:
-            raise ValueError(
-                f"idle windows of {each:.3f} s are shorter than the {self.source} minimum of "
-                f"{self.min_window_seconds} s; use seconds >= {self.min_window_seconds * repeats}"
-            )
         powers: dict[str, list[float]] = {}
         for _ in range(repeats):
             self._begin()
@@ -169,6 +167,15 @@ class EnergyMeter(abc.ABC):
         logger.info("%s idle baseline: %.2f W +- %.2f W", self.source,
                     self.baseline.total_watts, self.baseline.total_watts_std)
         return self.baseline
+
+    def _baseline_plan(self, seconds: float, repeats: int) -> tuple[float, int]:
+        minimum = self.min_window_seconds
+        if seconds < 2 * minimum:
+            logger.info("%s idle baseline lengthened from %.3f s to %.3f s (two %.3f s windows)",
+                        self.source, seconds, 2 * minimum, minimum)
+            seconds = 2 * minimum
+        fitting = int(seconds / minimum + 1e-9) if minimum > 0 else repeats
+        return seconds, max(2, min(repeats, fitting))
 
     def close(self) -> None:  # noqa: B027 - optional hook, most meters hold nothing
         """Release the meter's resources (nothing by default)."""

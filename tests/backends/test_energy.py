@@ -172,9 +172,24 @@ def test_rapl_idle_baseline_is_subtracted_with_its_spread(tree):
     assert "net of idle baseline 5.00 W" in reading.note
 
 
-def test_idle_baseline_rejects_windows_below_the_minimum(tree):
-    with pytest.raises(ValueError, match="shorter than"):
-        RaplMeter(tree.root).idle_baseline(seconds=0.2, repeats=5)
+@pytest.mark.parametrize(
+    ("seconds", "repeats", "planned"),
+    [(0.25, 5, (0.25, 2)), (0.05, 5, (0.2, 2)), (1.0, 5, (1.0, 5))],
+)
+def test_idle_baseline_windows_never_shorter_than_the_minimum(tree, seconds, repeats, planned):
+    clock = FakeClock()
+    windows: list[float] = []
+
+    def idle_sleep(duration: float) -> None:
+        windows.append(duration)
+        clock.now += duration
+        tree.spend(int(5.0 * duration * 1e6), 0)
+
+    meter = RaplMeter(tree.root, clock=clock, sleep=idle_sleep)
+    baseline = meter.idle_baseline(seconds, repeats=repeats)
+    assert (baseline.seconds, baseline.repeats) == pytest.approx(planned)
+    assert len(windows) == planned[1] and min(windows) >= 0.1 - 1e-12
+    assert baseline.watts["package-0"] == pytest.approx(5.0)
 
 
 def test_stop_without_start_is_an_error(tree):
