@@ -454,7 +454,10 @@ def extend_chain(
 
 def fold_chain_into_producer(plan: ProducerPlan, affine: ChannelAffine, chain: list[ir.Node]):
     """Rewrite: the producer absorbs ``affine``; the ``chain`` of nodes it replaces goes."""
+    constants = [v for node in chain for v in node.inputs]
     result = plan.absorber.absorb(plan.producer, affine)
     bypass(chain[-1], result)
     for node in reversed(chain[:-1]):
         node.graph.remove(node, safe=True)
+    for value in constants:
+        drop_if_unused(value)

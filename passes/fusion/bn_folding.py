@@ -22,7 +22,7 @@ from graphopt.passes.fusion._affine import (
     plan_producer_fold,
 )
 from graphopt.passes.fusion.framework import CheckResult, Match, Rule, register_rule
-from graphopt.passes.fusion.rewrite_utils import single_consumer, value_rank
+from graphopt.passes.fusion.rewrite_utils import drop_if_unused, single_consumer, value_rank
 
 __all__ = ["BatchNormIntoProducer", "BatchNormIntoNextConv"]
 
@@ -89,4 +89,7 @@ class BatchNormIntoNextConv(Rule):
         node, conv = match.node, match["conv"]
         absorb_into_next_conv(conv, match["affine"])
         conv.replace_input_with(0, node.inputs[0])
+        parameters = node.inputs[1:]
         node.graph.remove(node, safe=True)
+        for value in parameters:
+            drop_if_unused(value)

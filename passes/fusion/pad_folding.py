@@ -26,7 +26,7 @@ from graphopt.passes.fusion.framework import (
     constant_array,
     register_rule,
 )
-from graphopt.passes.fusion.rewrite_utils import single_consumer, value_rank
+from graphopt.passes.fusion.rewrite_utils import drop_if_unused, single_consumer, value_rank
 
 __all__ = ["PadIntoConv", "PadIntoPool"]
 
@@ -143,7 +143,10 @@ class _PadFoldRule(Rule):
             consumer.attributes["auto_pad"] = ir.AttrString("auto_pad", "NOTSET")
         self.adjust(node, consumer)
         consumer.replace_input_with(0, node.inputs[0])
+        parameters = node.inputs[1:]
         node.graph.remove(node, safe=True)
+        for value in parameters:
+            drop_if_unused(value)
 
     def adjust(self, pad: ir.Node, consumer: ir.Node) -> None:
         """Consumer attributes to set besides ``pads`` (nothing by default)."""
