@@ -1,0 +1,110 @@
+"""The benchmark harness: result contents, fidelity against the oracle, energy labelling."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from graphopt.backends.benchmark import FIDELITY_TOLERANCES, benchmark, judge_fidelity
+from graphopt.backends.timing import TimingConfig
+from graphopt.errors import BackendUnavailableError, GraphoptError
+from graphopt.verify import Fidelity, OutputFidelity
+
+FAST = TimingConfig(min_iterations=5, min_seconds=0.05, warmup_max_seconds=0.5)
+RESULT_KEYS = {
+    "model", "backend", "precision", "requested_precision", "batch_size", "seed",
+    "compile_seconds", "first_inference_ms", "latency", "stats", "throughput", "energy",
+    "energy_fallback", "fidelity", "fidelity_ok", "settings", "cost", "environment", "warnings",
+}
+
+
+def _fidelity(max_rel: float, cosine: float) -> Fidelity:
+    return Fidelity((OutputFidelity("y", max_rel, max_rel, cosine, 40.0, None),))
+
+
+@pytest.fixture(scope="module")
+def ort_result():
+    return benchmark("zoo:tiny_cnn", "ort-cpu", config=FAST, batch_size=2, seed=1,
+                     concurrent_seconds=0.05)
+
+
+def test_result_dict_has_every_section(ort_result):
+    data = ort_result.to_dict()
+    assert set(data) == RESULT_KEYS
+    json.dumps(data)  # JSON-ready
+    assert len(data["latency"]["samples_us"]) == data["stats"]["n"] >= FAST.min_iterations
+    assert data["latency"]["first_call_us"] > 0
+    assert data["compile_seconds"] > 0 and data["first_inference_ms"] > 0
+    assert data["stats"]["median_ci_low"] <= data["stats"]["p50"] <= data["stats"]["median_ci_high"]
+    assert set(data["throughput"]) >= {"sync_per_second", "concurrent_per_second"}
+    assert data["environment"]["extra"]["backend"] == "ort-cpu"
+    assert data["environment"]["extra"]["runner_settings"]["providers"] == ["CPUExecutionProvider"]
+    assert data["cost"]["macs"] > 0
+    assert "samples_us" not in ort_result.to_dict(include_samples=False)["latency"]
+
+
+def test_ort_fp32_fidelity_is_ok(ort_result):
+    assert ort_result.precision == "fp32"
+    assert ort_result.fidelity_ok, ort_result.fidelity_failures
+    assert ort_result.fidelity.max_rel <= FIDELITY_TOLERANCES["fp32"].max_rel
+    assert ort_result.to_dict()["fidelity"]["tolerance"] == {"max_rel": 1e-4, "min_cosine": None}
+
+
+def test_throughputs_are_measured(ort_result):
+    expected = 2 * 1e6 / ort_result.stats.p50
+    assert math.isclose(ort_result.throughput_sync, expected, rel_tol=1e-9)
+    assert ort_result.throughput_concurrent is not None and ort_result.throughput_concurrent > 0
+    assert "thread pool" in ort_result.concurrent_method
+
+
+def test_energy_is_labelled_with_its_source(ort_result):
+    energy = ort_result.to_dict()["energy"]
+    assert energy["source"] in ("rapl", "nvml", "model")
+    assert energy["joules_per_inference"] > 0
+    if energy["source"] == "model":
+        assert ort_result.energy_fallback  # says why nothing was measured
+
+
+def test_openvino_bf16_fidelity_is_computed():
+    pytest.importorskip("openvino", reason="needs openvino")
+    result = benchmark("zoo:mlp", "openvino-cpu:bf16", config=FAST, energy="model",
+                       concurrent_seconds=0.05)
+    assert result.precision in ("bf16", "fp32")  # fp32 on CPUs without bf16 support
+    assert result.settings["inference_precision_hint"] == result.precision
+    assert result.fidelity.cosine > 0.99
+    assert result.fidelity_tolerance == FIDELITY_TOLERANCES[result.precision]
+    assert result.energy.source == "model"
+    assert "AsyncInferQueue" in result.concurrent_method
+    if result.precision == "bf16":
+        assert result.fidelity.max_rel > 0  # bf16 really ran: outputs differ from fp32
+
+
+def test_energy_none_and_no_concurrent_phase():
+    result = benchmark("zoo:mlp", "ort-cpu", config=FAST, energy="none", concurrent_seconds=0)
+    assert result.energy is None and result.to_dict()["energy"] is None
+    assert result.throughput_concurrent is None
+
+
+def test_fixed_batch_model_refuses_another_batch_size():
+    with pytest.raises(GraphoptError, match="fixed batch of 1"):
+        benchmark("zoo:squeezenet", "ort-cpu", config=FAST, batch_size=4)
+
+
+def test_unknown_backend_is_a_one_line_error():
+    with pytest.raises(BackendUnavailableError, match="unknown backend"):
+        benchmark("zoo:mlp", "ort-quantum", config=FAST)
+
+
+def test_judge_fidelity_by_precision():
+    assert judge_fidelity(_fidelity(5e-5, 1.0), "fp32") == (True, [])
+    ok, failures = judge_fidelity(_fidelity(5e-3, 0.9999), "fp32")
+    assert not ok and failures == ["max rel 5.00e-03 > 1e-04"]
+    assert judge_fidelity(_fidelity(5e-3, 0.9999), "bf16")[0]
+    assert judge_fidelity(_fidelity(5e-3, 0.9999), "fp16")[0]
+    ok, failures = judge_fidelity(_fidelity(0.2, 0.97), "bf16")
+    assert not ok and len(failures) == 2
+    assert judge_fidelity(_fidelity(0.5, 0.985), "int8")[0]
+    assert not judge_fidelity(_fidelity(0.01, 0.97), "int8")[0]
+    assert not judge_fidelity(_fidelity(float("nan"), float("nan")), "fp16")[0]

@@ -1,0 +1,74 @@
+"""``graphopt bench`` and ``graphopt backends`` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from graphopt.backends.registry import available_backends
+
+BENCH_FAST = ("--duration", "0.2", "--min-iterations", "5")
+
+
+def test_bench_writes_json_and_prints_the_table(tmp_path, run_cli):
+    out = tmp_path / "out.json"
+    code, stdout, err = run_cli("bench", "zoo:tiny_cnn", "--backend", "ort-cpu", *BENCH_FAST,
+                                "--json", str(out))
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert {"graphopt_version", "results", "timing_config"} <= set(data)
+    (result,) = data["results"]
+    assert {"stats", "latency", "throughput", "energy", "fidelity", "fidelity_ok",
+            "environment", "compile_seconds", "first_inference_ms"} <= set(result)
+    assert result["backend"] == "ort-cpu" and result["precision"] == "fp32"
+    assert result["fidelity_ok"] is True
+    assert result["latency"]["config"]["min_seconds"] == 0.2
+    assert "zoo:tiny_cnn" in stdout and "ort-cpu" in stdout and "fp32" in stdout
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_bench_several_backends_and_threads(tmp_path, run_cli):
+    out = tmp_path / "out.json"
+    code, _, err = run_cli("bench", "zoo:mlp", "--backend", "ort-cpu@opt=basic,ort-cpu",
+                           "--threads", "1", "--energy", "model", *BENCH_FAST, "--json", str(out))
+    assert code == 0, err
+    results = json.loads(out.read_text())["results"]
+    assert [r["backend"] for r in results] == ["ort-cpu@opt=basic", "ort-cpu"]
+    assert [r["settings"]["graph_optimization"] for r in results] == ["basic", "all"]
+    assert all(r["settings"]["intra_op_threads"] == 1 for r in results)
+    assert all(r["energy"]["source"] == "model" for r in results)
+
+
+def test_unknown_backend_exits_2_with_one_line(run_cli):
+    code, stdout, err = run_cli("bench", "zoo:tiny_cnn", "--backend", "warp-drive")
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "unknown backend 'warp-drive'" in lines[0]
+
+
+def test_unavailable_backend_exits_2_with_the_reason(run_cli):
+    missing = [name for name, ok, _ in available_backends() if not ok]
+    if not missing:
+        pytest.skip("every backend is available on this machine")
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", "--backend", missing[0])
+    assert code == 2
+    assert f"{missing[0]} is not available here" in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+def test_bad_energy_choice_exits_2(run_cli):
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", "--energy", "solar")
+    assert code == 2 and "--energy" in err
+
+
+def test_backends_lists_every_name(run_cli):
+    code, stdout, err = run_cli("backends", "--json")
+    assert code == 0, err
+    rows = json.loads(stdout)
+    names = {row["name"] for row in rows}
+    assert {"ort-cpu", "openvino-cpu", "tensorrt", "ort-cuda"} <= names
+    for row in rows:
+        assert row["available"] or row["reason"]
+    code, stdout, _ = run_cli("backends")
+    assert code == 0 and "ort-cpu" in stdout and "tensorrt" in stdout
