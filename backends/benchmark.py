@@ -193,15 +193,17 @@ def _measure_concurrent(runner: Runner, feed, seconds: float, batch_size: int,
         return None, f"not supported by {runner.name}"
     if progress is not None:
         progress("concurrent", 0.0)
-    workers = runner.settings.get("async_requests") or runner.async_workers
+    requests = runner.settings.get("async_requests")
+    workers = int(requests or runner.async_workers)
     value = measure_concurrent(
         lambda: runner.submit(feed), runner.wait_all, seconds=seconds, batch_size=batch_size,
-        warmup_requests=2 * int(workers),
+        warmup_requests=2 * workers,
     )
-    kind = "AsyncInferQueue" if runner.settings.get("runtime") == "openvino" else "thread pool"
     if progress is not None:
         progress("concurrent", 1.0)
-    return value, f"{kind}, {workers} requests in flight, {seconds:g} s, completed requests only"
+    how = (f"async queue of {workers} infer requests" if requests is not None
+           else f"thread pool of {workers} workers")
+    return value, f"{how}, {seconds:g} s, completed requests only"
 
 
 def _energy(preference: str, device: str, cost, precision: str, batch_size: int,

@@ -76,7 +76,7 @@ def test_openvino_bf16_fidelity_is_computed():
     assert result.fidelity.cosine > 0.99
     assert result.fidelity_tolerance == FIDELITY_TOLERANCES[result.precision]
     assert result.energy.source == "model"
-    assert "AsyncInferQueue" in result.concurrent_method
+    assert "async queue" in result.concurrent_method
     if result.precision == "bf16":
         assert result.fidelity.max_rel > 0  # bf16 really ran: outputs differ from fp32
 
