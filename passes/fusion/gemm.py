@@ -1,5 +1,5 @@
-"""Gemm formation: 2-D ``MatMul + Add`` becomes one Gemm, and 2-D Transposes feeding a Gemm (or a
-2-D MatMul) become its ``transA`` / ``transB`` flags.
+"""Gemm formation: 2-D ``MatMul + Add`` (or a Gemm without C, + Add) becomes one Gemm, and 2-D
+Transposes feeding a Gemm (or a 2-D MatMul) become its ``transA`` / ``transB`` flags.
 
 Gemm computes ``alpha * A' @ B' + beta * C`` on 2-D A and B, with C unidirectionally
 broadcastable to the [M, N] result, so both rules insist on known 2-D shapes.
@@ -44,34 +44,45 @@ def _matmul_2d_reason(matmul: ir.Node) -> str | None:
 class MatMulAddToGemm(Rule):
     name = "matmul_add_to_gemm"
     anchors = ("Add",)
-    description = "2-D MatMul followed by Add of a broadcastable tensor becomes Gemm"
+    description = "2-D MatMul (or Gemm without C) followed by Add of a broadcastable tensor: Gemm"
 
     def check(self, node: ir.Node) -> CheckResult:
         for data, bias in commuted(node):
-            matmul = data.producer()
-            if matmul is None or matmul.op_type != "MatMul" or matmul.domain not in ("", "ai.onnx"):
+            product = data.producer()
+            if product is None or product.domain not in ("", "ai.onnx"):
                 continue
-            return self._check_pair(node, matmul, data, bias)
+            if product.op_type == "MatMul" or (
+                product.op_type == "Gemm" and _gemm_without_c(product)
+            ):
+                return self._check_pair(node, product, data, bias)
         return None
 
     @staticmethod
-    def _check_pair(node: ir.Node, matmul: ir.Node, data: ir.Value, bias: ir.Value) -> CheckResult:
-        reason = _matmul_2d_reason(matmul)
+    def _check_pair(node: ir.Node, product: ir.Node, data: ir.Value, bias: ir.Value) -> CheckResult:
+        what = product.op_type
+        reason = _matmul_2d_reason(product) if what == "MatMul" else None
         if reason is not None:
             return f"Add after MatMul: {reason}"
         if single_consumer(data) is not node:
-            return "Add after MatMul: the MatMul output is also used elsewhere or is a graph output"
+            return f"Add after {what}: the {what} output is also used elsewhere or is a graph output"
         if bias is data:
-            return "Add after MatMul: both operands are the MatMul output"
+            return f"Add after {what}: both operands are the {what} output"
         if not _broadcasts_onto(bias, data):
-            return "Add after MatMul: the other operand does not broadcast onto [M, N]"
-        return Match(node, {"matmul": matmul, "bias": bias})
+            return f"Add after {what}: the other operand does not broadcast onto [M, N]"
+        return Match(node, {"product": product, "bias": bias})
 
     def rewrite(self, match: Match) -> None:
-        matmul, bias = match["matmul"], match["bias"]
-        gemm = ir.node("Gemm", [*matmul.inputs, bias], name=matmul.name)
+        product, bias = match["product"], match["bias"]
+        attributes = [a for a in product.attributes.values() if a.name != "beta"]
+        gemm = ir.Node(
+            "", "Gemm", [product.inputs[0], product.inputs[1], bias], attributes, name=product.name
+        )
         replace_node(match.node, gemm)
-        matmul.graph.remove(matmul, safe=True)
+        product.graph.remove(product, safe=True)
+
+
+def _gemm_without_c(gemm: ir.Node) -> bool:
+    return len(gemm.inputs) < 3 or gemm.inputs[2] is None
 
 
 def _foldable_transpose(value: ir.Value, reader: ir.Node) -> ir.Node | None:
