@@ -61,9 +61,7 @@ class _ChannelConstantRule(Rule):
         plan = plan_producer_fold(node, data)
         if isinstance(plan, str):
             return plan
-        vector = channel_vector(
-            constant, rank=plan.rank, axis=plan.axis, channels=plan.channels
-        )
+        vector = channel_vector(constant, rank=plan.rank, axis=plan.axis, channels=plan.channels)
         if vector is None:
             return (
                 f"{node.op_type} constant of shape {list(constant.shape)} is not per-channel"

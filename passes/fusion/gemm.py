@@ -13,7 +13,7 @@ import onnx_ir as ir
 
 from graphopt.passes.fusion._affine import FLOAT_TYPES
 from graphopt.passes.fusion.framework import CheckResult, Match, Rule, commuted, register_rule
-from graphopt.passes.fusion.rewrite_utils import bypass, replace_node, single_consumer, value_rank
+from graphopt.passes.fusion.rewrite_utils import replace_node, single_consumer, value_rank
 
 __all__ = ["MatMulAddToGemm", "TransposeIntoGemm"]
 
@@ -64,7 +64,9 @@ class MatMulAddToGemm(Rule):
         if reason is not None:
             return f"Add after MatMul: {reason}"
         if single_consumer(data) is not node:
-            return f"Add after {what}: the {what} output is also used elsewhere or is a graph output"
+            return (
+                f"Add after {what}: the {what} output is also used elsewhere or is a graph output"
+            )
         if bias is data:
             return f"Add after {what}: both operands are the {what} output"
         if not _broadcasts_onto(bias, data):

@@ -20,8 +20,16 @@ def _weights(seed: int = 0, **shapes: tuple[int, ...]) -> dict[str, np.ndarray]:
     return {name: _f32(rng.normal(size=shape)) for name, shape in shapes.items()}
 
 
-def conv_then(op: str, order: str, *, const_shape=(3, 1, 1), bias: bool = True,
-              inputs: str = "", outputs: str = "float[1,3,4,4] y", extra: str = ""):
+def conv_then(
+    op: str,
+    order: str,
+    *,
+    const_shape=(3, 1, 1),
+    bias: bool = True,
+    inputs: str = "",
+    outputs: str = "float[1,3,4,4] y",
+    extra: str = "",
+):
     """Conv(x) followed by ``op`` with the constant ``k`` on the side given by ``order``."""
     operands = "c, k" if order == "conv_first" else "k, c"
     conv_inputs = "x, w, b" if bias else "x, w"
@@ -61,9 +69,7 @@ def test_broadcast_forms_of_a_per_channel_constant_fold(shape):
 
 
 def test_conv_mul_add_chain_folds_once():
-    model = conv_then(
-        "Mul", "conv_first", outputs="float[1,3,4,4] z", extra="z = Add (y, k)"
-    )
+    model = conv_then("Mul", "conv_first", outputs="float[1,3,4,4] z", extra="z = Add (y, k)")
     reference = snapshot(model)
     fuse = apply(model, *RULES)
     assert op_types(model) == ["Conv"]
@@ -79,7 +85,9 @@ def test_constant_varying_over_space_declines():
 
 
 def test_constant_that_grows_the_output_declines():
-    model = conv_then("Add", "conv_first", const_shape=(2, 1, 1, 1, 1), outputs="float[2,1,3,4,4] y")
+    model = conv_then(
+        "Add", "conv_first", const_shape=(2, 1, 1, 1, 1), outputs="float[2,1,3,4,4] y"
+    )
     fuse = apply(model, *RULES)
     assert op_types(model) == ["Conv", "Add"]
     assert any("is not per-channel" in t for t in declines(fuse))
@@ -107,8 +115,9 @@ def test_activation_operand_is_not_a_candidate():
 
 
 def test_conv_output_with_second_consumer_declines():
-    model = conv_then("Add", "conv_first", outputs="float[1,3,4,4] y, float[1,3,4,4] r",
-                      extra="r = Relu (c)")
+    model = conv_then(
+        "Add", "conv_first", outputs="float[1,3,4,4] y, float[1,3,4,4] r", extra="r = Relu (c)"
+    )
     fuse = apply(model, *RULES)
     assert op_types(model) == ["Conv", "Add", "Relu"]
     assert any("Conv output is also used elsewhere" in t for t in declines(fuse))

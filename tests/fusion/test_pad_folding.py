@@ -12,9 +12,18 @@ RULES = ("pad_into_conv", "pad_into_pool")
 PADS = np.array([0, 0, 1, 2, 0, 0, 2, 1], dtype=np.int64)  # H/W begin (1, 2), end (2, 1)
 
 
-def _pad_model(consumer: str, *, value: float | None = 0.0, mode: str = "constant",
-               pads: np.ndarray = PADS, source: str = "Relu", outputs: str = "float[1,2,?,?] y",
-               inputs: str = "", extra: str = "", **initializers: np.ndarray):
+def _pad_model(
+    consumer: str,
+    *,
+    value: float | None = 0.0,
+    mode: str = "constant",
+    pads: np.ndarray = PADS,
+    source: str = "Relu",
+    outputs: str = "float[1,2,?,?] y",
+    inputs: str = "",
+    extra: str = "",
+    **initializers: np.ndarray,
+):
     value_input = ", v" if value is not None else ""
     if value is not None:
         initializers["v"] = np.array(value, dtype=np.float32)
@@ -52,8 +61,9 @@ def _assert_declines(model, text: str) -> None:
 
 @pytest.mark.parametrize("value", [0.0, None], ids=["explicit_zero", "default"])
 def test_zero_pad_folds_into_conv_pads(value):
-    model = _pad_model("Conv <kernel_shape = [3, 3], pads = [1, 0, 0, 1]> (p, w)", value=value,
-                       source="Neg")
+    model = _pad_model(
+        "Conv <kernel_shape = [3, 3], pads = [1, 0, 0, 1]> (p, w)", value=value, source="Neg"
+    )
     _assert_folds(model, "Conv", [2, 2, 2, 2])
 
 
@@ -74,8 +84,12 @@ def test_reflect_pad_declines():
 def test_channel_padding_declines():
     pads = np.array([0, 1, 0, 0, 0, 0, 0, 0], dtype=np.int64)
     _assert_declines(
-        _pad_model("MaxPool <kernel_shape = [2, 2]> (p)", value=-np.inf, pads=pads,
-                   outputs="float[1,3,?,?] y"),
+        _pad_model(
+            "MaxPool <kernel_shape = [2, 2]> (p)",
+            value=-np.inf,
+            pads=pads,
+            outputs="float[1,3,?,?] y",
+        ),
         "Pad pads the batch or channel axis",
     )
 
@@ -83,7 +97,8 @@ def test_channel_padding_declines():
 def test_negative_pads_decline():
     pads = np.array([0, 0, -1, 0, 0, 0, 1, 0], dtype=np.int64)
     _assert_declines(
-        _pad_model("Conv <kernel_shape = [3, 3]> (p, w)", pads=pads), "Pad crops",
+        _pad_model("Conv <kernel_shape = [3, 3]> (p, w)", pads=pads),
+        "Pad crops",
     )
 
 
@@ -102,7 +117,9 @@ def test_pad_amounts_from_a_graph_input_decline():
 
 def test_pad_output_with_a_second_reader_declines():
     _assert_declines(
-        _pad_model("Conv <kernel_shape = [3, 3]> (p, w)", outputs="float[1,2,?,?] y, float[1,2,?,?] p"),
+        _pad_model(
+            "Conv <kernel_shape = [3, 3]> (p, w)", outputs="float[1,2,?,?] y, float[1,2,?,?] p"
+        ),
         "Pad output is also used elsewhere or is a graph output",
     )
 
@@ -118,8 +135,10 @@ def test_zero_pad_folds_into_unpadded_average_pool(count_include_pad):
 
 def test_average_pool_excluding_its_own_padding_declines():
     _assert_declines(
-        _pad_model("AveragePool <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (p)",
-                   pads=np.array([0, 0, 1, 0, 0, 0, 0, 1], dtype=np.int64)),
+        _pad_model(
+            "AveragePool <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (p)",
+            pads=np.array([0, 0, 1, 0, 0, 0, 0, 1], dtype=np.int64),
+        ),
         "the Pad's zeros would stop being counted",
     )
 
