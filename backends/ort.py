@@ -190,7 +190,7 @@ class OrtRunner(Runner):
             "providers": active,
             "provider_options": {k: str(v) for k, v in self.provider_options.items()},
             "graph_optimization": self.optimization,
-            "intra_op_threads": self.threads,
+            "intra_op_threads": self.threads or "default (one per physical core)",
             "inter_op_threads": self.inter_op_threads,
             "io_binding": self.io_binding,
             "requested_precision": self.requested_precision,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -25,6 +26,7 @@ ENERGY_CHOICES = ("auto", "rapl", "nvml", "model", "none")
 DEFAULT_DURATION = 2.0
 DEFAULT_MIN_ITERATIONS = 50
 _MAX_WARMUP_SECONDS = 10.0
+_ENERGY_UNITS = ((1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ"))
 
 
 def _ms(us: float) -> str:
@@ -47,8 +49,8 @@ def _energy(result) -> str:
     joules = reading.joules_per_inference
     if joules is None:
         return f"n/a ({reading.source})"
-    text = f"{joules * 1e3:.3g} mJ" if joules >= 1e-3 else f"{joules * 1e6:.3g} uJ"
-    return f"{text} ({reading.source})"
+    scale, unit = next(((s, u) for s, u in _ENERGY_UNITS if joules >= s), _ENERGY_UNITS[-1])
+    return f"{joules / scale:.3g} {unit} ({reading.source})"
 
 
 def _fidelity(result) -> str:
@@ -137,7 +139,7 @@ def bench(
         min_iterations=min_iterations, min_seconds=duration,
         warmup_max_seconds=min(_MAX_WARMUP_SECONDS, max(1.0, 2 * duration)),
     )
-    results = []
+    results, failures = [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[phase]}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
         for model in models:
@@ -147,24 +149,39 @@ def bench(
                 def report(phase: str, fraction: float, task=task) -> None:
                     progress.update(task, completed=fraction, phase=phase)
 
-                results.append(benchmark(
-                    model, spec, config=config, batch_size=batch_size, threads=threads,
-                    energy=energy, seed=seed, concurrent_seconds=duration, progress=report,
-                ))
-                progress.remove_task(task)
-    console.print(_table(results))
-    console.print(_startup_table(results))
-    _print_notes(results)
+                try:
+                    results.append(benchmark(
+                        model, spec, config=config, batch_size=batch_size, threads=threads,
+                        energy=energy, seed=seed, concurrent_seconds=duration, progress=report,
+                    ))
+                except GraphoptError as exc:
+                    if len(models) * len(specs) == 1:
+                        raise
+                    # One failing pair must not throw away the others' measurements.
+                    failures.append({"model": model, "backend": str(spec), "error": str(exc)})
+                    err_console.print(f"[red]failed:[/] {escape(model)} on {escape(str(spec))}:"
+                                      f" {escape(str(exc))}", highlight=False, soft_wrap=True)
+                finally:
+                    progress.remove_task(task)
+    if results:
+        console.print(_table(results))
+        console.print(_startup_table(results))
+        _print_notes(results)
     if json_file is not None:
         from graphopt.cli.formatting import write_json_atomically
 
         write_json_atomically(json_file, {
             "graphopt_version": __version__,
             "command": "bench",
-            "timing_config": results[0].timing.to_dict(include_samples=False)["config"],
+            "timing_config": dataclasses.asdict(config),
             "results": [r.to_dict() for r in results],
+            "failures": failures,
         })
         console.print(f"results written to {json_file}")
+    if failures:
+        raise GraphoptError(f"{len(failures)} of {len(models) * len(specs)} benchmarks failed:"
+                            f" {failures[0]['model']} on {failures[0]['backend']}:"
+                            f" {failures[0]['error']}")
 
 
 def _print_notes(results: list) -> None:

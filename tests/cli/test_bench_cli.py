@@ -57,6 +57,18 @@ def test_unavailable_backend_exits_2_with_the_reason(run_cli):
     assert len([line for line in err.splitlines() if line.strip()]) == 1
 
 
+def test_one_failing_pair_keeps_the_other_results(tmp_path, run_cli):
+    out = tmp_path / "out.json"
+    code, _, err = run_cli("bench", str(tmp_path / "missing.onnx"), "zoo:mlp", *BENCH_FAST,
+                           "--energy", "model", "--json", str(out))
+    assert code == 2
+    assert "1 of 2 benchmarks failed" in err
+    data = json.loads(out.read_text())
+    assert [r["model"] for r in data["results"]] == ["zoo:mlp"]
+    assert data["failures"][0]["model"].endswith("missing.onnx")
+    assert "no such file" in data["failures"][0]["error"]
+
+
 def test_bad_energy_choice_exits_2(run_cli):
     code, _, err = run_cli("bench", "zoo:tiny_cnn", "--energy", "solar")
     assert code == 2 and "--energy" in err
