@@ -4,11 +4,15 @@ Providers are named without the ``ExecutionProvider`` suffix: ``cpu``, ``cuda``,
 ``openvino``. The CPU provider is always appended as the fallback for unsupported nodes, as ORT
 itself does. ``precision`` is what the graph holds (``graph_precision``) unless a provider is
 told to lower it (TensorRT EP ``fp16``/``int8``, OpenVINO EP ``fp16``).
+
+Concurrent requests run ``session.run`` (which releases the GIL) on a thread pool; by default
+workers x intra-op threads = available cores, so one worker when ORT uses every core.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -82,6 +86,13 @@ def provider_available(provider: str) -> tuple[bool, str]:
     )
 
 
+def _default_workers(threads: int) -> int:
+    """Concurrent requests share the session's intra-op pool: workers x threads = cores keeps
+    the CPU busy without oversubscribing it (one worker when ORT uses every core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // threads) if threads > 0 else 1
+
+
 def _meta(node_arg) -> TensorMeta:
     dtype = np.dtype(_DTYPES.get(node_arg.type, np.float32))
     shape = tuple(d if isinstance(d, int) else (d or None) for d in node_arg.shape)
@@ -118,7 +129,8 @@ class OrtRunner(Runner):
                 f"ORT {provider} runs the graph's own precision; it cannot be told to run"
                 f" {precision} (convert or quantize the model instead)"
             )
-        super().__init__(model, name=name or f"ort-{provider}", async_workers=async_workers)
+        super().__init__(model, name=name or f"ort-{provider}",
+                         async_workers=async_workers or _default_workers(threads))
         self.provider = provider
         self.requested_precision = precision
         self.optimization = optimization
