@@ -136,8 +136,9 @@ class OpenVinoRunner(Runner):
             raise RuntimeError(reason)
         path = self.load_model()
         core = _core()
-        model = core.read_model(str(path))
-        self.compiled = core.compile_model(model, self.device, self.compile_config())
+        with self._compiling():
+            model = core.read_model(str(path))
+            self.compiled = core.compile_model(model, self.device, self.compile_config())
         self._request = self.compiled.create_infer_request()
         self._output_names = [_port_name(p, i) for i, p in enumerate(self.compiled.outputs)]
         used_name = self._used_precision()

@@ -184,9 +184,9 @@ class OrtRunner(Runner):
         if not ok:
             raise RuntimeError(reason)
         path = self.load_model()
-        self.session = ort.InferenceSession(
-            str(path), self._options(), providers=self._provider_list()
-        )
+        options, providers = self._options(), self._provider_list()
+        with self._compiling():
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         self._output_names = [o.name for o in self.session.get_outputs()]
         active = self.session.get_providers()
         if PROVIDERS[self.provider] not in active:

@@ -451,10 +451,11 @@ class TensorRtRunner(Runner):
                 f for f in _PRECISION_FLAGS.values() if hasattr(trt.BuilderFlag, f)
             ),
         )
-        engine_bytes, cache_state, shapes = self._engine_bytes(trt, trt_logger, path, model_bytes,
-                                                               mode)
-        runtime = trt.Runtime(trt_logger)
-        self._engine = runtime.deserialize_cuda_engine(engine_bytes)
+        with self._compiling():  # engine build (or cache load) and deserialization
+            engine_bytes, cache_state, shapes = self._engine_bytes(trt, trt_logger, path,
+                                                                   model_bytes, mode)
+            runtime = trt.Runtime(trt_logger)
+            self._engine = runtime.deserialize_cuda_engine(engine_bytes)
         if self._engine is None:
             raise RuntimeError("TensorRT could not deserialize the engine")
         self._context = self._engine.create_execution_context()
