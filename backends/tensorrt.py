@@ -191,6 +191,36 @@ def _write_atomically(data: bytes, target: Path) -> None:
             os.unlink(tmp)
 
 
+def _has_strong_typing(trt) -> bool:
+    """TensorRT 10 has the STRONGLY_TYPED network flag; from 11 every network is strongly typed
+    (the flag is kept, ignored, and may go)."""
+    major = int(str(trt.__version__).split(".")[0])
+    return major >= 11 or hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+
+
+def _model_identity(path: Path) -> bytes:
+    """The model's bytes plus the sha256 of each external-data file it references, so a cached
+    engine is never reused for a model whose weights changed beside it."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    data = path.read_bytes()
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = sorted({
+        entry.value
+        for tensor in proto.graph.initializer if uses_external_data(tensor)
+        for entry in tensor.external_data if entry.key == "location"
+    })
+    parts = [data]
+    for location in locations:
+        digest = hashlib.sha256()
+        with open(path.parent / location, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        parts.append(f"{location}:{digest.hexdigest()}".encode())
+    return b"\0".join(parts)
+
+
 # -- CUDA through cuda-python or pycuda ----------------------------------------------------
 
 
@@ -441,12 +471,12 @@ class TensorRtRunner(Runner):
         binding, _ = _cuda_binding()
         self._cuda = binding(self.device)
         path = self.load_model()
-        model_bytes = path.read_bytes()
+        model_bytes = _model_identity(path)
         trt_logger = _Logger.create(trt)
         mode = select_precision_mode(
             self.requested_precision,
             graph=graph_precision(path),
-            has_strong_typing=hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"),
+            has_strong_typing=_has_strong_typing(trt),
             available_flags=frozenset(
                 f for f in _PRECISION_FLAGS.values() if hasattr(trt.BuilderFlag, f)
             ),
@@ -477,8 +507,9 @@ class TensorRtRunner(Runner):
                       mode: PrecisionMode) -> tuple[bytes, str, dict]:
         builder = trt.Builder(trt_logger)
         flags = 0
-        if mode.strongly_typed:
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        strongly_typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        if mode.strongly_typed and strongly_typed_flag is not None:
+            flags |= 1 << int(strongly_typed_flag)  # implicit (flag gone) in later releases
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, trt_logger)
         if not parser.parse_from_file(str(path)):

@@ -190,3 +190,40 @@ def test_engine_build_and_inference_on_a_gpu(tmp_path, monkeypatch):
         assert runner.last_device_ms is not None and runner.last_device_ms > 0
     with TensorRtRunner(zoo.path("tiny_cnn"), batch_size=2) as runner:
         assert runner.settings["engine_cache"] == "hit"
+
+
+def test_model_identity_covers_external_data(tmp_path):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from graphopt.backends.tensorrt import _model_identity
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path, save_as_external_data=True, location="m.data", size_threshold=0)
+    before = _model_identity(path)
+    assert before == _model_identity(path)
+    data = tmp_path / "m.data"
+    data.write_bytes(np.full((4, 4), 2, np.float32).tobytes())
+    assert _model_identity(path) != before  # same .onnx bytes, new weights: new identity
+
+
+def test_strong_typing_detection_across_versions():
+    from types import SimpleNamespace
+
+    from graphopt.backends.tensorrt import _has_strong_typing
+
+    def fake(version, *flags):
+        return SimpleNamespace(__version__=version,
+                               NetworkDefinitionCreationFlag=SimpleNamespace(
+                                   **{f: i for i, f in enumerate(flags)}))
+
+    assert _has_strong_typing(fake("10.3.0", "STRONGLY_TYPED"))
+    assert not _has_strong_typing(fake("8.6.1", "EXPLICIT_BATCH"))
+    assert _has_strong_typing(fake("11.0.0"))  # always strongly typed, flag gone
