@@ -105,7 +105,7 @@ def bench(
         metavar="MODEL...", help="Model files or zoo:NAME (see `graphopt zoo`).")],
     backend: Annotated[list[str] | None, typer.Option(
         "--backend", "-b",
-        help="Comma-separated backends, NAME[:precision][@key=value,...] (see `graphopt"
+        help=r"Comma-separated backends, NAME\[:precision]\[@key=value,...] (see `graphopt"
              f" backends`). Default {DEFAULT_BACKEND}.")] = None,
     duration: Annotated[float, typer.Option(
         help="Minimum seconds of timed inference per model and backend (also the concurrent"
