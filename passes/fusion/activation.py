@@ -101,7 +101,8 @@ def _new_clip(graph: ir.Graph, like: ir.Node, x: ir.Value, bounds: ClipRange) ->
     inputs: list[ir.Value | None] = [x, None, None]
     for index, (bound, label) in enumerate(((bounds.low, "min"), (bounds.high, "max")), 1):
         if bound is not None:
-            inputs[index] = add_initializer(graph, np.array(bound, dtype), f"{like.name or 'clip'}_{label}")
+            hint = f"{like.name or 'clip'}_{label}"
+            inputs[index] = add_initializer(graph, np.array(bound, dtype), hint)
     while inputs[-1] is None:
         inputs.pop()
     return ir.node("Clip", inputs, name=like.name)

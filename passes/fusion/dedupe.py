@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 # Constant attributes up to this many elements take part in CSE (onnx-ir's default is 10).
 CSE_TENSOR_SIZE_LIMIT = 1024
-# Initializers up to this many elements are compared byte for byte (weights rarely repeat).
-DEDUPE_SIZE_LIMIT = 1 << 20
+# Initializers up to this many elements are compared byte for byte: the constants rules create
+# (shapes, bounds, reciprocals); hashing every weight on each round would dominate fuse time.
+DEDUPE_SIZE_LIMIT = 1024
 
 
 def _node_count(graph: ir.Graph) -> int:

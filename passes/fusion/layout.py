@@ -195,7 +195,7 @@ def reshape_keeps_shape(source: ir.Value, target: np.ndarray, allowzero: bool) -
     if any(isinstance(d, int) and d == 0 for d in dims):
         return False
     inferred = 0
-    for entry, dim in zip(target.tolist(), dims):
+    for entry, dim in zip(target.tolist(), dims, strict=True):
         if entry == 0 and not allowzero:
             continue
         if entry == -1:
@@ -425,9 +425,7 @@ class SoftmaxUnwrap(Rule):
     def rewrite(self, match: Match) -> None:
         node, flatten, reshape = match.node, match["flatten"], match["reshape"]
         graph, shape = node.graph, reshape.inputs[1]
-        new = ir.node(
-            node.op_type, [flatten.inputs[0]], {"axis": match["axis"]}, name=node.name
-        )
+        new = ir.node(node.op_type, [flatten.inputs[0]], {"axis": match["axis"]}, name=node.name)
         replace_node(reshape, new)
         remove_if_dead(node)
         remove_if_dead(flatten)

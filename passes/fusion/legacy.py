@@ -10,6 +10,8 @@
 - ``div_to_mul``: float division by a constant becomes multiplication by its reciprocal
   (exact for powers of two, within one ulp otherwise).
 - ``neutral_element``: x + 0, x - 0, x * 1, x / 1 removed when broadcasting leaves x's shape.
+- ``constant_chain``: (x * a) * b -> x * (a * b) and (x + a) + b -> x + (a + b) for constant
+  a, b (float results differ by rounding only).
 - ``concat_flatten``: Concat of a Concat along the same axis becomes one Concat.
 """
 
@@ -46,6 +48,7 @@ __all__ = [
     "CastChain",
     "DivToMul",
     "NeutralElement",
+    "ConstantChain",
     "ConcatFlatten",
     "holds_all_values",
 ]
@@ -58,9 +61,7 @@ _INTEGERS = (_D.INT8, _D.UINT8, _D.INT16, _D.UINT16, _D.INT32, _D.UINT32, _D.INT
 # their bit width is at most the float's significand width (11 for float16, 8 for bfloat16).
 _WIDER: dict[ir.DataType, frozenset[ir.DataType]] = {
     _D.BOOL: frozenset((*_INTEGERS, *_FLOATS)),
-    _D.UINT8: frozenset(
-        (_D.INT16, _D.UINT16, _D.INT32, _D.UINT32, _D.INT64, _D.UINT64, *_FLOATS)
-    ),
+    _D.UINT8: frozenset((_D.INT16, _D.UINT16, _D.INT32, _D.UINT32, _D.INT64, _D.UINT64, *_FLOATS)),
     _D.INT8: frozenset((_D.INT16, _D.INT32, _D.INT64, *_FLOATS)),
     _D.UINT16: frozenset((_D.INT32, _D.UINT32, _D.INT64, _D.UINT64, _D.FLOAT, _D.DOUBLE)),
     _D.INT16: frozenset((_D.INT32, _D.INT64, _D.FLOAT, _D.DOUBLE)),
@@ -266,7 +267,8 @@ def _broadcast_keeps_shape(x: ir.Value, constant: np.ndarray) -> bool:
     if x.shape is None or constant.ndim > len(x.shape):
         return False
     dims = tuple(x.shape)[len(x.shape) - constant.ndim :]
-    return all(c == 1 or (isinstance(d, int) and c == d) for c, d in zip(constant.shape, dims))
+    pairs = zip(constant.shape, dims, strict=True)
+    return all(c == 1 or (isinstance(d, int) and c == d) for c, d in pairs)
 
 
 @register_rule
@@ -299,6 +301,64 @@ class NeutralElement(Rule):
         bypass(node, match["x"])
         for value in constants:
             drop_unused_initializer(graph, value)
+
+
+_CHAIN_FOLD = {"Mul": np.multiply, "Add": np.add}
+
+
+def _constant_operand(node: ir.Node) -> tuple[ir.Value, ir.Value, np.ndarray] | None:
+    """(variable, constant value, constant data) of a binary node with one constant operand."""
+    for x, c in commuted(node):
+        array = constant_array(c)
+        if array is not None and constant_array(x) is None:
+            return x, c, array
+    return None
+
+
+@register_rule
+class ConstantChain(Rule):
+    name = "constant_chain"
+    anchors = ("Mul", "Add")
+    description = "(x * a) * b -> x * (a * b), (x + a) + b -> x + (a + b) for constants a, b"
+
+    def check(self, node: ir.Node) -> CheckResult:
+        outer = _constant_operand(node)
+        if outer is None:
+            return None
+        middle, outer_constant, b = outer
+        inner_node = middle.producer()
+        if inner_node is None or inner_node.op_type != node.op_type or not is_standard(inner_node):
+            return None
+        inner = _constant_operand(inner_node)
+        if inner is None:
+            return None
+        x, inner_constant, a = inner
+        if a.dtype != b.dtype:
+            return "the two constants have different types"
+        if single_consumer(middle) is not node:
+            return f"the inner {node.op_type} has other consumers"
+        combined = _CHAIN_FOLD[node.op_type](a, b).astype(a.dtype)
+        if combined.size > max(a.size, b.size):
+            return f"the combined constant {list(combined.shape)} would outgrow both constants"
+        return Match(
+            node,
+            {
+                "x": x,
+                "combined": combined,
+                "inner": inner_node,
+                "constants": (inner_constant, outer_constant),
+            },
+        )
+
+    def rewrite(self, match: Match) -> None:
+        node = match.node
+        graph = node.graph
+        hint = f"{match['constants'][0].name}_{node.op_type.lower()}"
+        value = add_initializer(graph, match["combined"], hint)
+        replace_node(node, ir.node(node.op_type, [match["x"], value], name=node.name))
+        remove_if_dead(match["inner"])
+        for constant in match["constants"]:
+            drop_unused_initializer(graph, constant)
 
 
 def _concat_axis(node: ir.Node) -> int | None:

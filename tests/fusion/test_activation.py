@@ -74,7 +74,8 @@ def test_relu_after_clip_raises_min(low, high, expected):
     assert clip.inputs[0].name == "x"
     assert _bounds(clip) == expected
     assert model.graph.outputs[0].name == "y"
-    assert_equivalent(reference, model, inputs={"x": np.linspace(-9, 9, 24, dtype=np.float32).reshape(4, 6)})
+    x = np.linspace(-9, 9, 24, dtype=np.float32).reshape(4, 6)
+    assert_equivalent(reference, model, inputs={"x": x})
 
 
 def test_relu_after_non_negative_clip_is_dropped_even_when_clip_is_shared():
@@ -130,7 +131,7 @@ def test_clip_after_relu_absorbs_it():
     (clip,) = nodes_of(model, "Clip")
     assert op_types(model) == ["Clip"]
     assert _bounds(clip) == (0.0, 6.0)
-    assert set(model.graph.initializers) == {name for name in (clip.inputs[1].name, clip.inputs[2].name)}
+    assert set(model.graph.initializers) == {clip.inputs[1].name, clip.inputs[2].name}
     assert fuse.stats == {"relu_clip": 1}
     assert_equivalent(reference, model, inputs={"x": np.linspace(-8, 8, 16, dtype=np.float32)})
 
@@ -166,7 +167,8 @@ def test_clip_of_clip_intersects_ranges():
     (clip,) = nodes_of(model, "Clip")
     assert clip.inputs[0].name == "x"
     assert _bounds(clip) == (-1.0, 3.0)
-    assert_equivalent(reference, model, inputs={"x": np.linspace(-6, 6, 12, dtype=np.float32).reshape(3, 4)})
+    x = np.linspace(-6, 6, 12, dtype=np.float32).reshape(3, 4)
+    assert_equivalent(reference, model, inputs={"x": x})
 
 
 @pytest.mark.parametrize(

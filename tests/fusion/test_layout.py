@@ -105,7 +105,8 @@ def test_transpose_of_size_one_axes_with_unknown_batch_uses_minus_one():
     apply(model, "transpose_to_reshape")
     (reshape,) = nodes_of(model, "Reshape")
     assert reshape.inputs[1].const_value.numpy().tolist() == [-1, 6, 1]
-    assert_equivalent(reference, model, inputs={"x": np.arange(18, dtype=np.float32).reshape(3, 1, 6)})
+    x = np.arange(18, dtype=np.float32).reshape(3, 1, 6)
+    assert_equivalent(reference, model, inputs={"x": x})
 
 
 def test_transpose_moving_real_axes_or_with_two_unknown_dims_stays():
@@ -274,9 +275,7 @@ def test_flatten_of_2d_removed():
 
 
 def test_flatten_of_4d_stays():
-    model = build(
-        f"{HEADER} g (float[1,4,1,1] x) => (float[1,4] y) {{ y = Flatten<axis = 1>(x) }}"
-    )
+    model = build(f"{HEADER} g (float[1,4,1,1] x) => (float[1,4] y) {{ y = Flatten<axis = 1>(x) }}")
     apply(model, "flatten_identity")
     assert op_types(model) == ["Flatten"]
 
