@@ -15,7 +15,9 @@ script reports:
 
 A low ``pairs_in_ci`` with small CIs means run-to-run variation (compilation, memory layout,
 other load on the machine) is larger than the within-run sampling error that the CI
-describes: compare single runs with that in mind.
+describes: compare single runs with that in mind. Each run also records the 1-minute load
+average when it finished (``load_average_1min``): on a shared machine other processes are the
+usual cause of run-to-run spread.
 
 Usage::
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -70,6 +73,7 @@ def repeat(model: str, backends: str, *, repeats: int, config: TimingConfig,
                 "ci_high_us": stats.median_ci_high,
                 "cv": stats.cv,
                 "compile_seconds": result.compile_seconds,
+                "load_average_1min": os.getloadavg()[0],
             })
             logger.info("round %d %s: median %.1f us [%.1f, %.1f]", round_index, spec,
                         stats.p50, stats.median_ci_low, stats.median_ci_high)
@@ -98,13 +102,15 @@ def summarize_runs(runs: list[dict]) -> dict:
         "pairs_ci_overlap": overlap / len(unordered) if unordered else None,
         "mean_ci_halfwidth_rel": statistics.mean(halfwidths),
         "mean_within_run_cv": statistics.mean(r["cv"] for r in runs),
+        "load_average_min": min(r["load_average_1min"] for r in runs),
+        "load_average_max": max(r["load_average_1min"] for r in runs),
     }
 
 
 def _table(summaries: dict[str, dict], runs: dict[str, list[dict]]) -> Table:
     table = Table(title="repeatability of the median latency", title_justify="left")
     for column in ("backend", "precision", "runs", "median ms min-max", "spread", "CV of medians",
-                   "CI half-width", "medians in other runs' CI", "CIs overlap"):
+                   "CI half-width", "medians in other runs' CI", "CIs overlap", "load avg"):
         table.add_column(column)
     for name, s in summaries.items():
         table.add_row(
@@ -113,6 +119,7 @@ def _table(summaries: dict[str, dict], runs: dict[str, list[dict]]) -> Table:
             f"{s['median_spread']:.1%}", f"{s['median_cv']:.1%}",
             f"{s['mean_ci_halfwidth_rel']:.1%}",
             f"{s['pairs_in_ci']:.0%} ({s['pairs_in_ci_count']})", f"{s['pairs_ci_overlap']:.0%}",
+            f"{s['load_average_min']:.1f}-{s['load_average_max']:.1f}",
         )
     return table
 
