@@ -146,12 +146,14 @@ class OpenVinoRunner(Runner):
             logger.warning("%s: asked for %s, OpenVINO runs %s", self.name,
                            self.requested_precision, used_name)
         graph = graph_precision(path)
-        self.precision = "int8" if graph == "int8" else (used_name or graph)
+        # Never assume: a precision OpenVINO does not report is "unknown" (judged as fp32).
+        self.precision = "int8" if graph == "int8" else (used_name or "unknown")
         self.settings = {
             "runtime": "openvino",
             "version": ov.__version__,
             "device": self.device,
             "device_name": self._device_name(),
+            "execution_devices": self._read_property("EXECUTION_DEVICES"),
             "performance_hint": self.hint,
             "requested_precision": self.requested_precision,
             "inference_precision_hint": used_name,
@@ -161,19 +163,29 @@ class OpenVinoRunner(Runner):
             "async_requests": self._async_requests(),
         }
 
-    def _read_property(self, key: str):
-        """A compiled-model property as int or str (``None`` when the device lacks it)."""
+    def _raw_property(self, key: str):
+        """A compiled-model property; for AUTO (which does not forward device properties) the
+        value its execution devices agree on, from ``DEVICE_PROPERTIES``. ``None`` if unknown."""
         try:
-            value = self.compiled.get_property(key)
+            return self.compiled.get_property(key)
+        except RuntimeError:
+            pass
+        try:
+            per_device = self.compiled.get_property("DEVICE_PROPERTIES")
         except RuntimeError:
             return None
-        return value if isinstance(value, (int, str)) else str(value)
+        values = {str(props[key]): props[key] for props in per_device.values() if key in props}
+        return next(iter(values.values())) if len(values) == 1 else None
+
+    def _read_property(self, key: str):
+        """A property as int or str (``None`` when it cannot be read)."""
+        value = self._raw_property(key)
+        return value if value is None or isinstance(value, (int, str)) else str(value)
 
     def _used_precision(self) -> str | None:
         """The inference precision the compiled model really uses, in our names."""
-        try:
-            used = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        except RuntimeError:
+        used = self._raw_property("INFERENCE_PRECISION_HINT")
+        if used is None:
             return None
         type_name = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
         return _FROM_OPENVINO.get(type_name, type_name)

@@ -134,6 +134,19 @@ def test_openvino_reads_back_the_precision_it_ran(tiny):
         assert fidelity.cosine > 0.99
 
 
+def test_openvino_auto_reports_the_execution_device_precision(tiny):
+    ov = _openvino()
+    path, feed, reference = tiny
+    with ov.OpenVinoRunner(path, device="AUTO", precision="fp32") as runner:
+        assert runner.precision == "fp32"
+        assert compare_outputs(reference, runner.infer(feed)).max_rel <= 1e-4
+    with ov.OpenVinoRunner(path, device="AUTO") as runner:
+        # AUTO does not forward INFERENCE_PRECISION_HINT: it is read from its device.
+        assert runner.precision in ("fp32", "bf16", "fp16")
+        if runner.precision != "fp32":
+            assert compare_outputs(reference, runner.infer(feed)).max_rel > 1e-5
+
+
 def test_openvino_lifecycle_metadata_and_async(tiny):
     ov = _openvino()
     path, feed, _ = tiny
