@@ -1,0 +1,250 @@
+"""Horizontal fusion: sibling Convs reading the same input become one Conv and a Split, and an
+identical activation on every output of a Split moves above it.
+
+- ``conv_siblings``: Convs with the same data input, the same attributes and initializer
+  weights of the same shape except output channels (inception's parallel 1x1 branches) are one
+  Conv with the weights stacked along output channels, followed by a Split along axis 1. Merged
+  only when it saves nodes: three or more siblings, or two that each feed the same activation
+  (which ``split_activation`` then hoists). Siblings whose output still feeds a per-channel
+  BatchNormalization / Mul / Add wait until that has been folded into them.
+- ``split_activation``: Split whose every output is read only by the same single-input
+  elementwise activation with the same attributes -> the activation once, before the Split.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from graphopt.passes.fusion.framework import (
+    CheckResult,
+    Match,
+    Rule,
+    constant_array,
+    is_standard,
+    register_rule,
+)
+from graphopt.passes.fusion.rewrite_utils import (
+    add_initializer,
+    bypass,
+    drop_if_unused,
+    single_consumer,
+)
+
+__all__ = ["SiblingConvs", "SplitActivation", "ACTIVATIONS"]
+
+logger = logging.getLogger(__name__)
+
+# Elementwise, single-input, per-element: f(split(x)) == split(f(x)).
+ACTIVATIONS = frozenset(
+    {
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "Elu",
+        "Selu",
+        "HardSigmoid",
+        "HardSwish",
+        "Softplus",
+        "Softsign",
+        "Abs",
+        "Neg",
+        "Exp",
+        "Gelu",
+        "Mish",
+        "ThresholdedRelu",
+        "Celu",
+    }
+)
+_SPLIT_INPUT_OPSET = 13
+_CONV_SIGNATURE_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def _opset(node: ir.Node) -> int:
+    graph = node.graph
+    return graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 0)) if graph else 0
+
+
+def _signature(conv: ir.Node) -> tuple | None:
+    """What two Convs must share to merge (None: weights are not initializers)."""
+    weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    if weight is None or conv.attributes.get_int("group", 1) != 1:
+        return None
+    if (
+        len(conv.inputs) > 2
+        and conv.inputs[2] is not None
+        and constant_array(conv.inputs[2]) is None
+    ):
+        return None
+    attributes = tuple(
+        (name, repr(conv.attributes[name].value))
+        for name in _CONV_SIGNATURE_ATTRIBUTES
+        if name in conv.attributes
+    )
+    return weight.dtype.str, weight.shape[1:], attributes
+
+
+def _feeds_affine(conv: ir.Node) -> bool:
+    """True if the Conv's output still goes to a per-channel op the folding rules could take."""
+    for user, _ in conv.outputs[0].uses():
+        if user.op_type == "BatchNormalization":
+            return True
+        if user.op_type in ("Mul", "Add") and any(
+            constant_array(v) is not None for v in user.inputs
+        ):
+            return True
+    return False
+
+
+def _shared_activation(values: list[ir.Value]) -> tuple | None:
+    """The (op, attributes) every value's only reader applies, if they all apply the same."""
+    kinds = set()
+    for value in values:
+        user = single_consumer(value)
+        if user is None or user.op_type not in ACTIVATIONS or not is_standard(user):
+            return None
+        if len(user.inputs) != 1:
+            return None
+        kinds.add(
+            (user.op_type, tuple(sorted((k, repr(a.value)) for k, a in user.attributes.items())))
+        )
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+@register_rule
+class SiblingConvs(Rule):
+    name = "conv_siblings"
+    anchors = ("Conv",)
+    description = "sibling Convs on the same input merged into one Conv + Split"
+
+    def check(self, node: ir.Node) -> CheckResult:
+        data = node.inputs[0]
+        signature = _signature(node)
+        if data is None or signature is None:
+            return None
+        siblings = [node] + [
+            user
+            for user, index in data.uses()
+            if index == 0
+            and user is not node
+            and user.op_type == "Conv"
+            and is_standard(user)
+            and _signature(user) == signature
+        ]
+        siblings = list({id(s): s for s in siblings}.values())
+        if len(siblings) < 2:
+            return None
+        if any(_feeds_affine(s) for s in siblings):
+            return None  # the per-channel folds come first
+        outputs = [s.outputs[0] for s in siblings]
+        saved = len(siblings) - 2 + (len(siblings) - 1 if _shared_activation(outputs) else 0)
+        if saved <= 0:
+            return f"merging {len(siblings)} sibling Convs into Conv + Split would not save a node"
+        return Match(node, {"siblings": siblings})
+
+    def rewrite(self, match: Match) -> None:
+        siblings: list[ir.Node] = match["siblings"]
+        graph = match.node.graph
+        order = {id(n): i for i, n in enumerate(graph)}
+        siblings.sort(key=lambda n: order[id(n)])
+        first = siblings[0]
+        weights = [constant_array(s.inputs[1]) for s in siblings]
+        channels = [w.shape[0] for w in weights]
+        inputs = [
+            first.inputs[0],
+            add_initializer(graph, np.concatenate(weights), _hint(first, "w")),
+        ]
+        biases = [_bias(s, w) for s, w in zip(siblings, weights, strict=True)]
+        if any(b is not None for b in biases):
+            stacked = np.concatenate(
+                [
+                    b if b is not None else np.zeros(c, w.dtype)
+                    for b, c, w in zip(biases, channels, weights, strict=True)
+                ]
+            )
+            inputs.append(add_initializer(graph, stacked, _hint(first, "b")))
+        conv = ir.Node(
+            "", "Conv", inputs, list(first.attributes.values()), name=_hint(first, "merged")
+        )
+        split = _split_node(first, conv.outputs[0], channels)
+        graph.insert_before(first, [conv, split])
+        for sibling, out in zip(siblings, split.outputs, strict=True):
+            _take_over(sibling.outputs[0], out)
+        old_constants = [v for s in siblings for v in s.inputs[1:]]
+        graph.remove(siblings, safe=True)
+        for value in old_constants:
+            drop_if_unused(value)
+
+
+def _hint(node: ir.Node, suffix: str) -> str:
+    return f"{node.name or node.op_type}_{suffix}"
+
+
+def _bias(conv: ir.Node, weight: np.ndarray) -> np.ndarray | None:
+    if len(conv.inputs) < 3 or conv.inputs[2] is None:
+        return None
+    return constant_array(conv.inputs[2]).astype(weight.dtype).reshape(-1)
+
+
+def _split_node(anchor: ir.Node, data: ir.Value, channels: list[int]) -> ir.Node:
+    sizes = np.array(channels, dtype=np.int64)
+    if _opset(anchor) >= _SPLIT_INPUT_OPSET:
+        sizes_value = add_initializer(anchor.graph, sizes, _hint(anchor, "split"))
+        return ir.node(
+            "Split",
+            [data, sizes_value],
+            {"axis": 1},
+            num_outputs=len(channels),
+            name=_hint(anchor, "split"),
+        )
+    return ir.node(
+        "Split",
+        [data],
+        {"axis": 1, "split": channels},
+        num_outputs=len(channels),
+        name=_hint(anchor, "split"),
+    )
+
+
+def _take_over(old: ir.Value, new: ir.Value) -> None:
+    """``new`` replaces ``old`` everywhere, keeping its name, shape and type."""
+    new.shape, new.type = old.shape, old.type
+    name = old.name
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    old.name = None
+    new.name = name
+
+
+@register_rule
+class SplitActivation(Rule):
+    name = "split_activation"
+    anchors = ("Split",)
+    description = "the same activation on every Split output moved above the Split"
+
+    def check(self, node: ir.Node) -> CheckResult:
+        if node.inputs[0] is None or len(node.outputs) < 2:
+            return None
+        if _shared_activation(list(node.outputs)) is None:
+            return None
+        return Match(node)
+
+    def rewrite(self, match: Match) -> None:
+        split = match.node
+        users = [single_consumer(out) for out in split.outputs]
+        first = users[0]
+        hoisted = ir.Node(
+            "",
+            first.op_type,
+            [split.inputs[0]],
+            list(first.attributes.values()),
+            name=first.name,
+        )
+        hoisted.outputs[0].type = split.inputs[0].type
+        hoisted.outputs[0].shape = split.inputs[0].shape
+        split.graph.insert_before(split, hoisted)
+        split.replace_input_with(0, hoisted.outputs[0])
+        for user, out in zip(users, split.outputs, strict=True):
+            bypass(user, out)
