@@ -309,9 +309,34 @@ def test_declines_in_training_mode():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "limit"), [("inception_v2", 164), ("densenet121", 490)])
+@pytest.mark.parametrize(("name", "limit"), [("inception_v2", 163), ("densenet121", 490)])
 def test_lossless_preset_beats_peer_node_counts(name, limit):
     model = resolve_model(f"zoo:{name}")
     report = Pipeline.from_spec("lossless").run(model)
     assert report.output_cost.nodes <= limit
     assert report.fidelity.max_rel <= 1e-4
+
+
+def test_pre_activation_bn_mul_add_folds_forward_into_a_1x1_conv():
+    """Concat -> BatchNormalization -> Mul -> Add -> 1x1 Conv (no Relu between): one Conv left."""
+    rng = _rng(14)
+    model = build(
+        f"""{HEADER}
+        g (float[1,2,5,5] x, float[1,2,5,5] x2) => (float[1,3,5,5] y) {{
+            c = Concat <axis = 1> (x, x2)
+            n = BatchNormalization (c, gamma, beta, mean, var)
+            m = Mul (n, k)
+            a = Add (m, kk)
+            y = Conv <kernel_shape = [1, 1]> (a, w)
+        }}""",
+        k=_f32(rng.normal(size=(4, 1, 1))),
+        kk=_f32(rng.normal(size=(4, 1, 1))),
+        w=_f32(rng.normal(size=(3, 4, 1, 1))),
+        **bn_params(4),
+    )
+    reference = snapshot(model)
+    fuse = apply(model, *BN_FOLD)
+    assert op_types(model) == ["Concat", "Conv"]
+    assert fuse.stats == {"mul_scale": 1, "bn_forward_conv": 1}
+    assert len(model.graph.initializers) == 2
+    assert_equivalent(reference, model)
