@@ -16,9 +16,14 @@ from graph_testing import (
     snapshot,
 )
 
+from graphopt.passes.fusion import FusePass
 from graphopt.passes.fusion.legacy import holds_all_values
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
+
+
+def _ints64(*values: int) -> np.ndarray:
+    return np.array(values, np.int64)
 
 
 def test_sum_of_one_input_is_removed_and_output_keeps_its_name():
@@ -357,3 +362,37 @@ def test_constant_chain_declines_shared_inner_or_growing_constant():
     reasons = declines(fuse)
     assert any("the inner Mul has other consumers" in line for line in reasons)
     assert any("would outgrow both constants" in line for line in reasons)
+
+
+def test_whole_catalogue_reaches_a_fixed_point_on_a_legacy_tangle():
+    model = build(
+        f"""{HEADER}
+        g (float[1,4,1,6] x, float[1,24] b) => (float[1,72] y) {{
+            i = Identity(x)
+            t1 = Transpose<perm = [0, 2, 3, 1]>(i)
+            t2 = Transpose<perm = [0, 3, 1, 2]>(t1)
+            d = Dropout(t2)
+            r1 = Reshape(d, s1)
+            r2 = Reshape(r1, s2)
+            h = Div(r2, two)
+            c1 = Cast<to = 11>(h)
+            c2 = Cast<to = 1>(c1)
+            a = Relu(c2)
+            k = Clip(a, lo, hi)
+            j = Concat<axis = 1>(k, b)
+            y = Concat<axis = 1>(j, b2)
+        }}""",
+        s1=_ints64(4, 6),
+        s2=_ints64(1, -1),
+        two=np.array(2.0, np.float32),
+        lo=np.array(-1.0, np.float32),
+        hi=np.array(6.0, np.float32),
+        b2=np.ones((1, 24), np.float32),
+    )
+    reference = snapshot(model)
+    fuse = FusePass()
+    fuse(model)
+    assert op_types(model) == ["Reshape", "Mul", "Clip", "Concat"]
+    assert model.graph.outputs[0].name == "y"
+    assert_equivalent(reference, model)
+    assert FusePass()(model).modified is False
