@@ -18,6 +18,9 @@ Steps of :func:`benchmark`:
 6. Energy per inference: the measured reading, or when none is usable the analytical
    :class:`~graphopt.backends.energy.ModelEnergyEstimator` on the model's cost at the precision
    run, with ``source`` saying which (and ``energy_fallback`` why no meter was used).
+
+Every result also records how many cores other processes kept busy during the timed phase
+(``background_cores_busy``, from /proc/stat) and warns above :data:`BACKGROUND_LOAD_WARNING`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import dataclasses
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,11 +49,16 @@ __all__ = [
     "benchmark",
     "judge_fidelity",
     "model_file",
+    "cpu_clocks",
+    "other_cores_busy",
+    "BACKGROUND_LOAD_WARNING",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMING = TimingConfig()
+BACKGROUND_LOAD_WARNING = 0.25
+"""Cores kept busy by other processes during the timed phase above which a result is flagged."""
 
 Progress = Callable[[str, float], None]
 """``progress(phase, fraction)``; phases: ``compile``, ``measure``, ``concurrent``, ``fidelity``."""
@@ -134,6 +143,7 @@ class BenchmarkResult:
     cost: dict
     environment: dict
     warnings: list[str]
+    background_cores_busy: float | None = None
 
     @property
     def first_inference_ms(self) -> float:
@@ -172,10 +182,32 @@ class BenchmarkResult:
             },
             "fidelity_ok": self.fidelity_ok,
             "settings": self.settings,
+            "background_cores_busy": self.background_cores_busy,
             "cost": self.cost,
             "environment": self.environment,
             "warnings": self.warnings,
         }
+
+
+def cpu_clocks() -> tuple[float, float, float] | None:
+    """(wall, machine-wide busy CPU seconds from /proc/stat, this process's CPU seconds);
+    ``None`` where /proc/stat does not exist."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return time.perf_counter(), busy, time.process_time()
+
+
+def other_cores_busy(before, after) -> float | None:
+    """Average number of cores that other processes kept busy between two :func:`cpu_clocks`
+    readings (a noisy-neighbour indicator; resolution one clock tick, usually 10 ms)."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    other = (after[1] - before[1]) - (after[2] - before[2])
+    return max(0.0, other / (after[0] - before[0]))
 
 
 def _feed_batch(feed: dict[str, np.ndarray]) -> int | None:
@@ -297,8 +329,10 @@ def benchmark(
             meter.idle_baseline(energy_baseline_seconds)
         if meter is not None:
             meter.start()
+        clocks = cpu_clocks()
         timing = measure(call, config,
                          progress=None if progress is None else lambda f: progress("measure", f))
+        background = other_cores_busy(clocks, cpu_clocks())
         measured = (meter.stop(calls[0] * batch_size) if meter is not None else None,
                     meter_reasons)
         seconds = config.min_seconds if concurrent_seconds is None else concurrent_seconds
@@ -315,7 +349,7 @@ def benchmark(
             meter.close()
     ok, failures = judge_fidelity(fidelity, precision)
     reading, fallback = _energy(energy, device, cost, precision, batch_size, measured)
-    warnings = _warnings(spec, precision, timing, ok, failures)
+    warnings = _warnings(spec, precision, timing, ok, failures, background)
     environment = capture_environment(
         extra={"backend": str(spec), "precision": precision, "runner_settings": settings}
     )
@@ -341,12 +375,18 @@ def benchmark(
         cost=cost.to_dict(),
         environment=environment,
         warnings=warnings,
+        background_cores_busy=background,
     )
 
 
 def _warnings(spec: BackendSpec, precision: str, timing: TimingResult, fidelity_ok: bool,
-              failures: list[str]) -> list[str]:
+              failures: list[str], background: float | None) -> list[str]:
     warnings = []
+    if background is not None and background > BACKGROUND_LOAD_WARNING:
+        warnings.append(
+            f"other processes kept {background:.2f} cores busy while measuring: latencies are"
+            " inflated and will not repeat"
+        )
     if is_noisy(timing.stats):
         warnings.append(
             f"noisy: latency CV {timing.stats.cv:.1%} > {CV_WARNING:.0%}; close other programs,"

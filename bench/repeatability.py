@@ -15,9 +15,9 @@ script reports:
 
 A low ``pairs_in_ci`` with small CIs means run-to-run variation (compilation, memory layout,
 other load on the machine) is larger than the within-run sampling error that the CI
-describes: compare single runs with that in mind. Each run also records the 1-minute load
-average when it finished (``load_average_1min``): on a shared machine other processes are the
-usual cause of run-to-run spread.
+describes: compare single runs with that in mind. Each run also records how many cores other
+processes kept busy meanwhile (``other_cores_busy``, from /proc/stat minus this process's CPU
+time): on a shared machine they are the usual cause of run-to-run spread.
 
 Usage::
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import os
 import statistics
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from graphopt.backends.benchmark import benchmark
+from graphopt.backends.benchmark import benchmark, cpu_clocks, other_cores_busy
 from graphopt.backends.registry import parse_backend_list
 from graphopt.backends.timing import TimingConfig
 
@@ -61,8 +60,10 @@ def repeat(model: str, backends: str, *, repeats: int, config: TimingConfig,
     runs: dict[str, list[dict]] = {str(spec): [] for spec in specs}
     for round_index in range(repeats):
         for spec in specs:
+            before = cpu_clocks()
             result = benchmark(model, spec, config=config, threads=threads, energy="none",
                                concurrent_seconds=0)
+            after = cpu_clocks()
             stats = result.stats
             runs[str(spec)].append({
                 "round": round_index,
@@ -73,7 +74,7 @@ def repeat(model: str, backends: str, *, repeats: int, config: TimingConfig,
                 "ci_high_us": stats.median_ci_high,
                 "cv": stats.cv,
                 "compile_seconds": result.compile_seconds,
-                "load_average_1min": os.getloadavg()[0],
+                "other_cores_busy": other_cores_busy(before, after),
             })
             logger.info("round %d %s: median %.1f us [%.1f, %.1f]", round_index, spec,
                         stats.p50, stats.median_ci_low, stats.median_ci_high)
@@ -102,15 +103,14 @@ def summarize_runs(runs: list[dict]) -> dict:
         "pairs_ci_overlap": overlap / len(unordered) if unordered else None,
         "mean_ci_halfwidth_rel": statistics.mean(halfwidths),
         "mean_within_run_cv": statistics.mean(r["cv"] for r in runs),
-        "load_average_min": min(r["load_average_1min"] for r in runs),
-        "load_average_max": max(r["load_average_1min"] for r in runs),
+        "other_cores_busy_max": max((r["other_cores_busy"] or 0.0) for r in runs),
     }
 
 
 def _table(summaries: dict[str, dict], runs: dict[str, list[dict]]) -> Table:
     table = Table(title="repeatability of the median latency", title_justify="left")
     for column in ("backend", "precision", "runs", "median ms min-max", "spread", "CV of medians",
-                   "CI half-width", "medians in other runs' CI", "CIs overlap", "load avg"):
+                   "CI half-width", "medians in other runs' CI", "CIs overlap", "max other load"):
         table.add_column(column)
     for name, s in summaries.items():
         table.add_row(
@@ -119,7 +119,7 @@ def _table(summaries: dict[str, dict], runs: dict[str, list[dict]]) -> Table:
             f"{s['median_spread']:.1%}", f"{s['median_cv']:.1%}",
             f"{s['mean_ci_halfwidth_rel']:.1%}",
             f"{s['pairs_in_ci']:.0%} ({s['pairs_in_ci_count']})", f"{s['pairs_ci_overlap']:.0%}",
-            f"{s['load_average_min']:.1f}-{s['load_average_max']:.1f}",
+            f"{s['other_cores_busy_max']:.2f} cores",
         )
     return table
 

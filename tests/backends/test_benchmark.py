@@ -17,6 +17,7 @@ RESULT_KEYS = {
     "model", "backend", "precision", "requested_precision", "batch_size", "seed",
     "compile_seconds", "first_inference_ms", "latency", "stats", "throughput", "energy",
     "energy_fallback", "fidelity", "fidelity_ok", "settings", "cost", "environment", "warnings",
+    "background_cores_busy",
 }
 
 
@@ -95,6 +96,19 @@ def test_fixed_batch_model_refuses_another_batch_size():
 def test_unknown_backend_is_a_one_line_error():
     with pytest.raises(BackendUnavailableError, match="unknown backend"):
         benchmark("zoo:mlp", "ort-quantum", config=FAST)
+
+
+def test_background_load_is_recorded(ort_result):
+    from graphopt.backends.benchmark import cpu_clocks, other_cores_busy
+
+    value = ort_result.background_cores_busy
+    assert value is None or value >= 0
+    before = cpu_clocks()
+    sum(range(200_000))  # this process's own work is not background load
+    reading = other_cores_busy(before, cpu_clocks())
+    assert reading is None or reading >= 0.0
+    assert other_cores_busy(None, before) is None
+    assert other_cores_busy((2.0, 10.0, 1.0), (4.0, 13.0, 2.0)) == 1.0  # 3 busy - 1 own over 2 s
 
 
 def test_judge_fidelity_by_precision():
