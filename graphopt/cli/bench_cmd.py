@@ -77,11 +77,14 @@ def _table(results: list) -> Table:
 
 def _startup_table(results: list) -> Table:
     table = Table(title="startup and settings", title_justify="left")
-    for column in ("model", "backend", "compile s", "first inference ms", "settings"):
+    for column in ("model", "backend", "compile s", "first inference ms", "other load",
+                   "settings"):
         table.add_column(column, justify="right" if column.endswith(("ms", " s")) else "left")
     for r in results:
+        load = r.background_cores_busy
         table.add_row(escape(r.model), escape(r.backend), f"{r.compile_seconds:.3f}",
-                      f"{r.first_inference_ms:.2f}", escape(_settings_summary(r.settings)))
+                      f"{r.first_inference_ms:.2f}", "-" if load is None else f"{load:.2f} cores",
+                      escape(_settings_summary(r.settings)))
     return table
 
 
