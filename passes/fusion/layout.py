@@ -10,6 +10,9 @@
   Reshape to [N, -1] or [0, -1] in front of a Gemm on a tensor that is already 2-D).
 - ``flatten_identity``: Flatten(axis=1) of a 2-D tensor removed.
 - ``squeeze_unsqueeze``: Unsqueeze(Squeeze(x, a), a) and Squeeze(Unsqueeze(x, a), a) removed.
+- ``concat_single``, ``expand_noop``, ``tile_noop``, ``slice_noop``: a Concat of one input, an
+  Expand that broadcasts to the input's own shape, a Tile by all-ones repeats and a Slice that
+  takes every element with step 1 are removed.
 - ``softmax_unwrap``: Flatten -> Softmax -> Reshape-back (what the opset 9 -> 13 upgrade writes
   for a legacy 2-D-coerced Softmax) becomes one Softmax on the original tensor when only one
   of the flattened axes has size > 1 (also LogSoftmax, Hardmax).
@@ -54,10 +57,16 @@ __all__ = [
     "FlattenIdentity",
     "SqueezeUnsqueeze",
     "SoftmaxUnwrap",
+    "ConcatSingle",
+    "ExpandNoop",
+    "TileNoop",
+    "SliceNoop",
     "reshape_keeps_shape",
 ]
 
 _RESHAPE_LIKE = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+# Slice ends at or beyond this take the whole axis (no tensor axis has 2**31 elements).
+_SLICE_TO_END = 2**31 - 1
 _AXIS_SOFTMAX = ("Softmax", "LogSoftmax", "Hardmax")
 _AXES_AS_INPUT_OPSET = 13
 _SOFTMAX_SINGLE_AXIS_OPSET = 13
@@ -430,3 +439,103 @@ class SoftmaxUnwrap(Rule):
         remove_if_dead(node)
         remove_if_dead(flatten)
         drop_unused_initializer(graph, shape)
+
+
+# ------------------------------------------------------------------- no-op shape operators
+
+
+class _Elision(Rule):
+    """A rule removing a node whose output equals its first input (``is_noop`` decides)."""
+
+    def is_noop(self, node: ir.Node) -> bool:
+        raise NotImplementedError(f"rule {self.name} must implement is_noop()")
+
+    def check(self, node: ir.Node) -> CheckResult:
+        if not node.inputs or node.inputs[0] is None or not self.is_noop(node):
+            return None
+        return bypass_blocker(node, node.inputs[0]) or Match(node)
+
+    def rewrite(self, match: Match) -> None:
+        node = match.node
+        graph, constants = node.graph, list(node.inputs[1:])
+        bypass(node, node.inputs[0])
+        for value in constants:
+            drop_unused_initializer(graph, value)
+
+
+@register_rule
+class ConcatSingle(_Elision):
+    name = "concat_single"
+    anchors = ("Concat",)
+    description = "Concat of a single input removed"
+
+    def is_noop(self, node: ir.Node) -> bool:
+        return len(node.inputs) == 1
+
+
+@register_rule
+class ExpandNoop(_Elision):
+    name = "expand_noop"
+    anchors = ("Expand",)
+    description = "Expand to a shape the input already has removed"
+
+    def is_noop(self, node: ir.Node) -> bool:
+        target = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        source = node.inputs[0]
+        if target is None or source.shape is None or len(target) > len(source.shape):
+            return False
+        dims = tuple(source.shape)[len(source.shape) - len(target) :]
+        pairs = zip(target.tolist(), dims, strict=True)
+        return all(t == 1 or (isinstance(d, int) and t == d) for t, d in pairs)
+
+
+@register_rule
+class TileNoop(_Elision):
+    name = "tile_noop"
+    anchors = ("Tile",)
+    description = "Tile by all-ones repeats removed"
+
+    def is_noop(self, node: ir.Node) -> bool:
+        repeats = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        return repeats is not None and bool(np.all(repeats == 1))
+
+
+def _slice_input(node: ir.Node, index: int) -> np.ndarray | None | str:
+    value = node.inputs[index] if len(node.inputs) > index else None
+    if value is None:
+        return None
+    array = constant_array(value)
+    return "dynamic" if array is None else array.ravel()
+
+
+def _takes_whole_axis(start: int, end: int, dim) -> bool:
+    if isinstance(dim, int):
+        start = min(max(start + dim if start < 0 else start, 0), dim)
+        end = min(max(end + dim if end < 0 else end, 0), dim)
+        return start == 0 and end == dim
+    return start == 0 and end >= _SLICE_TO_END
+
+
+@register_rule
+class SliceNoop(_Elision):
+    name = "slice_noop"
+    anchors = ("Slice",)
+    description = "Slice that takes every element with step 1 removed"
+
+    def is_noop(self, node: ir.Node) -> bool:
+        source = node.inputs[0]
+        if "starts" in node.attributes or source.shape is None:
+            return False  # opset < 10 form
+        parts = [_slice_input(node, i) for i in range(1, 5)]
+        if any(isinstance(p, str) for p in parts) or parts[0] is None or parts[1] is None:
+            return False
+        starts, ends, axes, steps = parts
+        r = len(source.shape)
+        axes = np.arange(len(starts)) if axes is None else axes
+        if steps is not None and not np.all(steps == 1):
+            return False
+        for start, end, axis in zip(starts.tolist(), ends.tolist(), axes.tolist(), strict=True):
+            axis = axis + r if axis < 0 else axis
+            if not 0 <= axis < r or not _takes_whole_axis(start, end, source.shape[axis]):
+                return False
+        return True

@@ -378,3 +378,79 @@ def test_squeezenet_lossless_reaches_65_nodes():
     report = Pipeline.from_spec("lossless").run(model)
     assert report.output_cost.nodes == 65
     assert report.passes[-1].stats.get("softmax_unwrap") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "rule", "constants"),
+    [
+        ("c = Concat<axis = 0>(x)", "concat_single", {}),
+        ("c = Expand(x, s)", "expand_noop", {"s": _ints(3, 1)}),
+        ("c = Tile(x, s)", "tile_noop", {"s": _ints(1, 1)}),
+        ("c = Slice(x, st, en)", "slice_noop", {"st": _ints(0, -9), "en": _ints(9, 2**62)}),
+        (
+            "c = Slice(x, st, en, ax, sp)",
+            "slice_noop",
+            {"st": _ints(0), "en": _ints(4), "ax": _ints(-1), "sp": _ints(1)},
+        ),
+    ],
+)
+def test_no_op_shape_operators_removed(body, rule, constants):
+    model = build(
+        f"""{HEADER}
+        g (float[3,4] x) => (float[3,4] y) {{
+            {body}
+            y = Relu(c)
+        }}""",
+        **constants,
+    )
+    reference = snapshot(model)
+    fuse = apply(model, rule)
+    assert op_types(model) == ["Relu"]
+    assert nodes_of(model, "Relu")[0].inputs[0].name == "x"
+    assert not model.graph.initializers
+    assert fuse.stats == {rule: 1}
+    assert_equivalent(reference, model)
+
+
+@pytest.mark.parametrize(
+    ("body", "rule", "constants", "out"),
+    [
+        ("y = Expand(x, s)", "expand_noop", {"s": _ints(2, 3, 4)}, "2,3,4"),
+        ("y = Tile(x, s)", "tile_noop", {"s": _ints(1, 2)}, "3,8"),
+        ("y = Slice(x, st, en)", "slice_noop", {"st": _ints(1), "en": _ints(3)}, "2,4"),
+        (
+            "y = Slice(x, st, en, ax, sp)",
+            "slice_noop",
+            {"st": _ints(0), "en": _ints(4), "ax": _ints(1), "sp": _ints(2)},
+            "3,2",
+        ),
+    ],
+)
+def test_shape_operators_that_change_the_tensor_stay(body, rule, constants, out):
+    model = build(f"{HEADER} g (float[3,4] x) => (float[{out}] y) {{ {body} }}", **constants)
+    apply(model, rule)
+    assert len(list(model.graph)) == 1
+
+
+def test_slice_of_unknown_dim_needs_an_open_end():
+    model = build(
+        f"""{HEADER}
+        g (float[N,4] x) => (float[N,4] y, float[M,4] z) {{
+            a = Slice(x, st, big, ax)
+            y = Relu(a)
+            z = Slice(x, st, small, ax)
+        }}""",
+        st=_ints(0),
+        big=_ints(2**63 - 1),
+        small=_ints(1000),
+        ax=_ints(0),
+    )
+    apply(model, "slice_noop")
+    assert op_types(model) == ["Relu", "Slice"]
+
+
+def test_no_op_between_graph_input_and_output_declines():
+    model = build(f"{HEADER} g (float[3] x) => (float[3] y) {{ y = Concat<axis = 0>(x) }}")
+    fuse = apply(model, "concat_single")
+    assert op_types(model) == ["Concat"]
+    assert any("fed directly by graph input" in line for line in declines(fuse))
