@@ -2,11 +2,12 @@
 identical activation on every output of a Split moves above it.
 
 - ``conv_siblings``: Convs with the same data input, the same attributes and initializer
-  weights of the same shape except output channels (inception's parallel 1x1 branches) are one
-  Conv with the weights stacked along output channels, followed by a Split along axis 1. Merged
-  only when it saves nodes: three or more siblings, or two that each feed the same activation
-  (which ``split_activation`` then hoists). Siblings whose output still feeds a per-channel
-  BatchNormalization / Mul / Add wait until that has been folded into them.
+  weights of the same shape (inception's parallel 1x1 branches of equal width) are one Conv
+  with the weights stacked along output channels, followed by an equal Split along axis 1 (no
+  sizes tensor, so the model gains no initializer). Merged only when it saves nodes: three or
+  more siblings, or two that each feed the same activation (which ``split_activation`` then
+  hoists). Siblings whose output still feeds a per-channel BatchNormalization / Mul / Add wait
+  until that has been folded into them.
 - ``split_activation``: Split whose every output is read only by the same single-input
   elementwise activation with the same attributes -> the activation once, before the Split.
 """
@@ -59,32 +60,26 @@ ACTIVATIONS = frozenset(
         "Celu",
     }
 )
-_SPLIT_INPUT_OPSET = 13
 _CONV_SIGNATURE_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
-def _opset(node: ir.Node) -> int:
-    graph = node.graph
-    return graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 0)) if graph else 0
-
-
 def _signature(conv: ir.Node) -> tuple | None:
-    """What two Convs must share to merge (None: weights are not initializers)."""
+    """What two Convs must share to merge: weight shape and having a bias included, so that the
+    merged model holds exactly the same parameters (None: weights are not initializers)."""
     weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
     if weight is None or conv.attributes.get_int("group", 1) != 1:
         return None
-    if (
-        len(conv.inputs) > 2
-        and conv.inputs[2] is not None
-        and constant_array(conv.inputs[2]) is None
-    ):
+    has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
+    if has_bias and constant_array(conv.inputs[2]) is None:
         return None
+    if any(len(v.uses()) != 1 for v in conv.inputs[1:] if v is not None):
+        return None  # a shared weight would be stored twice
     attributes = tuple(
         (name, repr(conv.attributes[name].value))
         for name in _CONV_SIGNATURE_ATTRIBUTES
         if name in conv.attributes
     )
-    return weight.dtype.str, weight.shape[1:], attributes
+    return weight.dtype.str, weight.shape, has_bias, attributes
 
 
 def _feeds_affine(conv: ir.Node) -> bool:
@@ -152,24 +147,17 @@ class SiblingConvs(Rule):
         siblings.sort(key=lambda n: order[id(n)])
         first = siblings[0]
         weights = [constant_array(s.inputs[1]) for s in siblings]
-        channels = [w.shape[0] for w in weights]
         inputs = [
             first.inputs[0],
             add_initializer(graph, np.concatenate(weights), _hint(first, "w")),
         ]
-        biases = [_bias(s, w) for s, w in zip(siblings, weights, strict=True)]
-        if any(b is not None for b in biases):
-            stacked = np.concatenate(
-                [
-                    b if b is not None else np.zeros(c, w.dtype)
-                    for b, c, w in zip(biases, channels, weights, strict=True)
-                ]
-            )
-            inputs.append(add_initializer(graph, stacked, _hint(first, "b")))
+        if len(first.inputs) > 2 and first.inputs[2] is not None:
+            biases = [constant_array(s.inputs[2]).reshape(-1) for s in siblings]
+            inputs.append(add_initializer(graph, np.concatenate(biases), _hint(first, "b")))
         conv = ir.Node(
             "", "Conv", inputs, list(first.attributes.values()), name=_hint(first, "merged")
         )
-        split = _split_node(first, conv.outputs[0], channels)
+        split = _split_node(first, conv.outputs[0], len(siblings))
         graph.insert_before(first, [conv, split])
         for sibling, out in zip(siblings, split.outputs, strict=True):
             _take_over(sibling.outputs[0], out)
@@ -183,30 +171,9 @@ def _hint(node: ir.Node, suffix: str) -> str:
     return f"{node.name or node.op_type}_{suffix}"
 
 
-def _bias(conv: ir.Node, weight: np.ndarray) -> np.ndarray | None:
-    if len(conv.inputs) < 3 or conv.inputs[2] is None:
-        return None
-    return constant_array(conv.inputs[2]).astype(weight.dtype).reshape(-1)
-
-
-def _split_node(anchor: ir.Node, data: ir.Value, channels: list[int]) -> ir.Node:
-    sizes = np.array(channels, dtype=np.int64)
-    if _opset(anchor) >= _SPLIT_INPUT_OPSET:
-        sizes_value = add_initializer(anchor.graph, sizes, _hint(anchor, "split"))
-        return ir.node(
-            "Split",
-            [data, sizes_value],
-            {"axis": 1},
-            num_outputs=len(channels),
-            name=_hint(anchor, "split"),
-        )
-    return ir.node(
-        "Split",
-        [data],
-        {"axis": 1, "split": channels},
-        num_outputs=len(channels),
-        name=_hint(anchor, "split"),
-    )
+def _split_node(anchor: ir.Node, data: ir.Value, parts: int) -> ir.Node:
+    """An equal Split of ``data`` along axis 1 (every opset splits equally without sizes)."""
+    return ir.node("Split", [data], {"axis": 1}, num_outputs=parts, name=_hint(anchor, "split"))
 
 
 def _take_over(old: ir.Value, new: ir.Value) -> None:
