@@ -62,6 +62,7 @@ def _pick(choose, a: float | None, b: float | None) -> float | None:
 
 
 _NON_NEGATIVE = ClipRange(0.0, None)
+_UNKNOWN_TYPE = "the element type of the clipped tensor is unknown"
 
 
 def _bound(node: ir.Node, index: int, label: str) -> float | None | str:
@@ -153,6 +154,8 @@ class ClipRelu(Rule):
             return f"Clip max {bounds.high} < 0: Relu and Clip do not merge into one range"
         if single_consumer(node.inputs[0]) is not node:
             return "the Clip has other consumers"
+        if inner.inputs[0].dtype is None:
+            return _UNKNOWN_TYPE
         return Match(node, {"redundant": False, "inner": inner, "bounds": merged})
 
     def rewrite(self, match: Match) -> None:
@@ -182,6 +185,8 @@ class ReluClip(Rule):
             return f"Clip max {bounds.high} < 0: Relu and Clip do not merge into one range"
         if single_consumer(node.inputs[0]) is not node:
             return "the Relu has other consumers"
+        if inner.inputs[0].dtype is None:
+            return _UNKNOWN_TYPE
         return Match(node, {"inner": inner, "bounds": merged})
 
     def rewrite(self, match: Match) -> None:
@@ -208,6 +213,8 @@ class ClipClip(Rule):
             return f"the Clip ranges do not intersect ({merged.low} > {merged.high})"
         if single_consumer(node.inputs[0]) is not node:
             return "the first Clip has other consumers"
+        if inner.inputs[0].dtype is None:
+            return _UNKNOWN_TYPE
         return Match(node, {"inner": inner, "bounds": merged})
 
     def rewrite(self, match: Match) -> None:
