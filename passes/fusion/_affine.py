@@ -21,11 +21,12 @@ from graphopt.passes.fusion.framework import constant_array
 from graphopt.passes.fusion.rewrite_utils import (
     add_initializer,
     bypass,
-    drop_if_unused,
+    drop_unused_initializer,
+    rank,
+    remove_if_dead,
     replace_node,
     set_constant_input,
     single_consumer,
-    value_rank,
 )
 
 __all__ = [
@@ -268,13 +269,13 @@ class _MatMulAbsorber(Absorber):
             return "MatMul weight is not an initializer"
         if weight.ndim != 2 or node.inputs[1].dtype not in FLOAT_TYPES:
             return "MatMul weight is not a 2-D floating-point tensor"
-        rank = value_rank(node.inputs[0])
-        if rank is None or rank < 2:
+        value_rank = rank(node.inputs[0])
+        if value_rank is None or value_rank < 2:
             return "MatMul input rank unknown or below 2"
-        return rank, rank - 1, weight.shape[1]
+        return value_rank, value_rank - 1, weight.shape[1]
 
     def decline(self, node, affine):
-        if affine.has_shift and value_rank(node.inputs[0]) != 2:
+        if affine.has_shift and rank(node.inputs[0]) != 2:
             return "MatMul of rank above 2 has no bias to take the shift"
         return None
 
@@ -290,7 +291,7 @@ class _MatMulAbsorber(Absorber):
         old_weight = node.inputs[1]
         gemm = ir.node("Gemm", [node.inputs[0], b_value, c_value], name=node.name)
         replace_node(node, gemm)
-        drop_if_unused(old_weight)
+        drop_unused_initializer(graph, old_weight)
         return gemm.outputs[0]
 
 
@@ -303,10 +304,10 @@ class _BatchNormAbsorber(Absorber):
         params = _batchnorm_params(node)
         if isinstance(params, str):
             return params
-        rank = value_rank(node.inputs[0])
-        if rank is None:
+        value_rank = rank(node.inputs[0])
+        if value_rank is None:
             return "BatchNormalization input rank unknown"
-        return rank, 1, params[0].size
+        return value_rank, 1, params[0].size
 
     def absorb(self, node, affine):
         gamma, beta = (constant_array(v) for v in node.inputs[1:3])
@@ -454,10 +455,11 @@ def extend_chain(
 
 def fold_chain_into_producer(plan: ProducerPlan, affine: ChannelAffine, chain: list[ir.Node]):
     """Rewrite: the producer absorbs ``affine``; the ``chain`` of nodes it replaces goes."""
-    constants = [v for node in chain for v in node.inputs]
+    graph = chain[-1].graph
+    last_inputs = list(chain[-1].inputs)
     result = plan.absorber.absorb(plan.producer, affine)
     bypass(chain[-1], result)
+    for value in last_inputs:
+        drop_unused_initializer(graph, value)
     for node in reversed(chain[:-1]):
-        node.graph.remove(node, safe=True)
-    for value in constants:
-        drop_if_unused(value)
+        remove_if_dead(node)

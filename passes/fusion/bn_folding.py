@@ -22,7 +22,7 @@ from graphopt.passes.fusion._affine import (
     plan_producer_fold,
 )
 from graphopt.passes.fusion.framework import CheckResult, Match, Rule, register_rule
-from graphopt.passes.fusion.rewrite_utils import drop_if_unused, single_consumer, value_rank
+from graphopt.passes.fusion.rewrite_utils import rank, remove_if_dead, single_consumer
 
 __all__ = ["BatchNormIntoProducer", "BatchNormIntoNextConv"]
 
@@ -80,8 +80,8 @@ class BatchNormIntoNextConv(Rule):
         layout = check_next_conv(consumer, output)
         if isinstance(layout, str):
             return f"BatchNormalization {layout}"
-        rank, channels = layout
-        if value_rank(node.inputs[0]) not in (None, rank) or channels != affine.scale.size:
+        conv_rank, channels = layout
+        if rank(node.inputs[0]) not in (None, conv_rank) or channels != affine.scale.size:
             return "BatchNormalization and the next Conv disagree on rank or channels"
         return Match(node, {"conv": consumer, "affine": affine})
 
@@ -89,7 +89,4 @@ class BatchNormIntoNextConv(Rule):
         node, conv = match.node, match["conv"]
         absorb_into_next_conv(conv, match["affine"])
         conv.replace_input_with(0, node.inputs[0])
-        parameters = node.inputs[1:]
-        node.graph.remove(node, safe=True)
-        for value in parameters:
-            drop_if_unused(value)
+        remove_if_dead(node)

@@ -13,7 +13,7 @@ import onnx_ir as ir
 
 from graphopt.passes.fusion._affine import FLOAT_TYPES
 from graphopt.passes.fusion.framework import CheckResult, Match, Rule, commuted, register_rule
-from graphopt.passes.fusion.rewrite_utils import replace_node, single_consumer, value_rank
+from graphopt.passes.fusion.rewrite_utils import rank, replace_node, single_consumer
 
 __all__ = ["MatMulAddToGemm", "TransposeIntoGemm"]
 
@@ -33,7 +33,7 @@ def _broadcasts_onto(bias: ir.Value, target: ir.Value) -> bool:
 def _matmul_2d_reason(matmul: ir.Node) -> str | None:
     """Why a MatMul cannot become a Gemm (None when it can)."""
     a, b = matmul.inputs
-    if value_rank(a) != 2 or value_rank(b) != 2:
+    if rank(a) != 2 or rank(b) != 2:
         return "MatMul operands are not both known to be 2-D"
     if a.dtype not in FLOAT_TYPES:
         return "MatMul is not floating point"
@@ -92,7 +92,7 @@ def _foldable_transpose(value: ir.Value, reader: ir.Node) -> ir.Node | None:
     transpose = value.producer()
     if transpose is None or transpose.op_type != "Transpose":
         return None
-    if transpose.domain not in ("", "ai.onnx") or value_rank(transpose.inputs[0]) != 2:
+    if transpose.domain not in ("", "ai.onnx") or rank(transpose.inputs[0]) != 2:
         return None
     if tuple(transpose.attributes.get_ints("perm", (1, 0))) != (1, 0):
         return None

@@ -30,7 +30,7 @@ from graphopt.passes.fusion.framework import (
 from graphopt.passes.fusion.rewrite_utils import (
     add_initializer,
     bypass,
-    drop_if_unused,
+    remove_if_dead,
     single_consumer,
 )
 
@@ -161,10 +161,8 @@ class SiblingConvs(Rule):
         graph.insert_before(first, [conv, split])
         for sibling, out in zip(siblings, split.outputs, strict=True):
             _take_over(sibling.outputs[0], out)
-        old_constants = [v for s in siblings for v in s.inputs[1:]]
-        graph.remove(siblings, safe=True)
-        for value in old_constants:
-            drop_if_unused(value)
+        for sibling in siblings:
+            remove_if_dead(sibling)
 
 
 def _hint(node: ir.Node, suffix: str) -> str:

@@ -26,7 +26,7 @@ from graphopt.passes.fusion.framework import (
     constant_array,
     register_rule,
 )
-from graphopt.passes.fusion.rewrite_utils import drop_if_unused, single_consumer, value_rank
+from graphopt.passes.fusion.rewrite_utils import rank, remove_if_dead, single_consumer
 
 __all__ = ["PadIntoConv", "PadIntoPool"]
 
@@ -46,14 +46,14 @@ def _full_pads(node: ir.Node) -> np.ndarray | str:
     if axes_value is None:
         return pads
     axes = constant_array(axes_value)
-    rank = value_rank(node.inputs[0])
-    if axes is None or rank is None:
+    input_rank = rank(node.inputs[0])
+    if axes is None or input_rank is None:
         return "Pad axes are not an initializer or the input rank is unknown"
-    full = np.zeros(2 * rank, dtype=np.int64)
+    full = np.zeros(2 * input_rank, dtype=np.int64)
     count = axes.size
     for i, axis in enumerate(axes.reshape(-1).tolist()):
-        full[axis % rank] = pads[i]
-        full[axis % rank + rank] = pads[i + count]
+        full[axis % input_rank] = pads[i]
+        full[axis % input_rank + input_rank] = pads[i + count]
     return full
 
 
@@ -143,10 +143,7 @@ class _PadFoldRule(Rule):
             consumer.attributes["auto_pad"] = ir.AttrString("auto_pad", "NOTSET")
         self.adjust(node, consumer)
         consumer.replace_input_with(0, node.inputs[0])
-        parameters = node.inputs[1:]
-        node.graph.remove(node, safe=True)
-        for value in parameters:
-            drop_if_unused(value)
+        remove_if_dead(node)
 
     def adjust(self, pad: ir.Node, consumer: ir.Node) -> None:
         """Consumer attributes to set besides ``pads`` (nothing by default)."""

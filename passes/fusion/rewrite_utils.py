@@ -16,6 +16,7 @@ __all__ = [
     "drop_unused_initializer",
     "static_shape",
     "rank",
+    "set_constant_input",
 ]
 
 
@@ -135,21 +136,13 @@ def add_initializer(graph: ir.Graph, array: np.ndarray, name_hint: str) -> ir.Va
     array = np.asarray(array)
     tensor = ir.tensor(np.ascontiguousarray(array).reshape(array.shape), name=name)  # keep 0-d
     value = ir.Value(
-        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(tensor.dtype),
         const_value=tensor,
     )
     graph.register_initializer(value)
     return value
-
-
-def drop_if_unused(value: ir.Value | None) -> None:
-    """Remove ``value`` from its graph's initializers if nothing reads it any more."""
-    if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
-        return
-    graph = value.graph
-    if graph is not None and value.name in graph.initializers:
-        if graph.initializers[value.name] is value:
-            del graph.initializers[value.name]
 
 
 def set_constant_input(node: ir.Node, index: int, array: np.ndarray, name_hint: str) -> ir.Value:
@@ -163,12 +156,5 @@ def set_constant_input(node: ir.Node, index: int, array: np.ndarray, name_hint: 
     old = node.inputs[index]
     value = add_initializer(graph, array, name_hint)
     node.replace_input_with(index, value)
-    drop_if_unused(old)
+    drop_unused_initializer(graph, old)
     return value
-
-
-def value_rank(value: ir.Value | None) -> int | None:
-    """The rank of ``value`` if its shape is known."""
-    if value is None or value.shape is None:
-        return None
-    return len(value.shape)

@@ -185,3 +185,17 @@ def test_max_pool_indices_in_use_declines():
         v=np.array(-np.inf, dtype=np.float32),
     )
     _assert_declines(model, "Indices output is used")
+
+
+def test_opset_18_pad_with_axes_folds():
+    model = build(
+        """<ir_version: 8, opset_import: ["" : 18]>
+        g (float[1,2,6,6] x) => (float[1,2,?,?] y) {
+            p = Pad (x, pads, , axes)
+            y = Conv <kernel_shape = [3, 3]> (p, w)
+        }""",
+        pads=np.array([1, 2, 0, 1], dtype=np.int64),
+        axes=np.array([-1, 2], dtype=np.int64),
+        w=np.random.default_rng(3).normal(size=(2, 2, 3, 3)).astype(np.float32),
+    )
+    _assert_folds(model, "Conv", [2, 1, 1, 0])
