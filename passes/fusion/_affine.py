@@ -134,20 +134,20 @@ class Absorber:
     """How one op type absorbs an affine map applied to its output.
 
     ``layout(node)`` gives ``(rank, channel_axis, channels)`` of the output or a decline reason;
-    ``decline(node, affine, axis)`` says why it cannot absorb (``None`` when it can);
+    ``decline(node, affine)`` says why it cannot absorb this map (``None`` when it can);
     ``absorb(node, affine)`` rewrites and returns the value that now carries the result.
     """
 
     op_type = ""
 
     def layout(self, node: ir.Node) -> tuple[int, int, int] | str:
-        raise NotImplementedError
+        raise NotImplementedError(f"absorber {self.op_type} must implement layout()")
 
     def decline(self, node: ir.Node, affine: ChannelAffine) -> str | None:
         return None
 
     def absorb(self, node: ir.Node, affine: ChannelAffine) -> ir.Value:
-        raise NotImplementedError
+        raise NotImplementedError(f"absorber {self.op_type} must implement absorb()")
 
 
 def _weight_and_bias(node: ir.Node, bias_index: int) -> tuple[np.ndarray, np.ndarray | None] | str:
@@ -355,6 +355,7 @@ def check_next_conv(conv: ir.Node, data: ir.Value) -> tuple[int, int] | str:
 def absorb_into_next_conv(conv: ir.Node, affine: ChannelAffine) -> None:
     """``Conv(scale * x + shift)`` as ``Conv'(x)``: scale the input-channel slices of the weight,
     and add the weight's response to the constant shift to the bias (exact without padding)."""
+    logger.debug("folding a per-channel affine map forward into Conv %s", conv.name)
     weight, bias = _weight_and_bias(conv, 2)
     group = conv.attributes.get_int("group", 1)
     cout, cin_g, *kernel = weight.shape
@@ -455,6 +456,12 @@ def extend_chain(
 
 def fold_chain_into_producer(plan: ProducerPlan, affine: ChannelAffine, chain: list[ir.Node]):
     """Rewrite: the producer absorbs ``affine``; the ``chain`` of nodes it replaces goes."""
+    logger.debug(
+        "folding %s into %s %s",
+        " -> ".join(n.op_type for n in chain),
+        plan.producer.op_type,
+        plan.producer.name,
+    )
     graph = chain[-1].graph
     last_inputs = list(chain[-1].inputs)
     result = plan.absorber.absorb(plan.producer, affine)

@@ -8,7 +8,6 @@ must be an initializer that varies only along the producer's channel axis.
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar
 
 import numpy as np
@@ -31,8 +30,6 @@ from graphopt.passes.fusion.framework import (
 )
 
 __all__ = ["AddIntoBias", "MulIntoWeights"]
-
-logger = logging.getLogger(__name__)
 
 
 class _ChannelConstantRule(Rule):

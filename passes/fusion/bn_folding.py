@@ -9,8 +9,6 @@ stays one node: it is already the single-node form of a per-channel affine map.
 
 from __future__ import annotations
 
-import logging
-
 import onnx_ir as ir
 
 from graphopt.passes.fusion._affine import (
@@ -25,8 +23,6 @@ from graphopt.passes.fusion.framework import CheckResult, Match, Rule, register_
 from graphopt.passes.fusion.rewrite_utils import rank, remove_if_dead, single_consumer
 
 __all__ = ["BatchNormIntoProducer", "BatchNormIntoNextConv"]
-
-logger = logging.getLogger(__name__)
 
 
 @register_rule

@@ -75,6 +75,7 @@ class MatMulAddToGemm(Rule):
 
     def rewrite(self, match: Match) -> None:
         product, bias = match["product"], match["bias"]
+        logger.debug("%s %s + Add -> Gemm", product.op_type, product.name)
         attributes = [a for a in product.attributes.values() if a.name != "beta"]
         gemm = ir.Node(
             "", "Gemm", [product.inputs[0], product.inputs[1], bias], attributes, name=product.name

@@ -146,6 +146,7 @@ class SiblingConvs(Rule):
         order = {id(n): i for i, n in enumerate(graph)}
         siblings.sort(key=lambda n: order[id(n)])
         first = siblings[0]
+        logger.debug("merging sibling Convs %s", ", ".join(str(s.name) for s in siblings))
         weights = [constant_array(s.inputs[1]) for s in siblings]
         inputs = [
             first.inputs[0],

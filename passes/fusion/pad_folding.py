@@ -138,6 +138,7 @@ class _PadFoldRule(Rule):
 
     def rewrite(self, match: Match) -> None:
         node, consumer = match.node, match["consumer"]
+        logger.debug("folding Pad %s into %s %s", node.name, consumer.op_type, consumer.name)
         consumer.attributes["pads"] = ir.AttrInt64s("pads", match["pads"])
         if consumer.attributes.get_string("auto_pad", "NOTSET") == "VALID":
             consumer.attributes["auto_pad"] = ir.AttrString("auto_pad", "NOTSET")
