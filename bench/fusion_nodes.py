@@ -7,7 +7,8 @@ ir <-> proto conversion is reported separately), onnxsim (``onnxsim.simplify``),
 onnxruntime's basic-level optimized graph (``SessionOptions.optimized_model_filepath`` with
 ``ORT_ENABLE_BASIC``; its time is the whole session construction). Node counts are of
 standard-domain operators only (com.microsoft fused ops are not counted). Times are the median
-of ``--repeats`` runs on a fresh copy of the model; the cost of graphopt's verification (one
+of ``--repeats`` runs on a fresh copy of the model, after every tool has run once on a tiny
+model (imports are not timed); the cost of graphopt's verification (one
 run with ``verify=True``) is measured separately.
 
 Usage::
@@ -54,6 +55,7 @@ REAL_MODELS = ("superres-10", "ultraface-rfb320")
 DEFAULT_REPEATS = 3
 TABLE_WIDTH = 160
 PRESET = "lossless"
+WARM_UP_MODEL = "tiny_cnn"
 _STANDARD_DOMAINS = ("", "ai.onnx")
 TOOLS = ("graphopt", "onnxsim", "onnxslim", "onnxscript", "ort_basic")
 
@@ -74,6 +76,7 @@ class ModelResult:
     tools: dict[str, ToolResult]
     graphopt_io_seconds: float
     graphopt_verify_seconds: float | None
+    graphopt_pass_seconds: dict[str, float]
 
     @property
     def speed_ratio(self) -> float | None:
@@ -88,6 +91,7 @@ class ModelResult:
             "tools": {k: dataclasses.asdict(v) for k, v in self.tools.items()},
             "graphopt_io_seconds": self.graphopt_io_seconds,
             "graphopt_verify_seconds": self.graphopt_verify_seconds,
+            "graphopt_pass_seconds": self.graphopt_pass_seconds,
             "onnxsim_over_graphopt": self.speed_ratio,
         }
 
@@ -113,11 +117,12 @@ def model_paths(names: list[str]) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- the tools
 
 
-def _run_graphopt(payload: bytes) -> tuple[ir.Model, float]:
+def _run_graphopt(payload: bytes) -> tuple[ir.Model, float, dict[str, float]]:
     model = ir.from_proto(onnx.load_from_string(payload))
     start = time.perf_counter()
-    Pipeline.from_spec(PRESET).run(model, verify=False)
-    return model, time.perf_counter() - start
+    report = Pipeline.from_spec(PRESET).run(model, verify=False)
+    seconds = time.perf_counter() - start
+    return model, seconds, {record.name: record.seconds for record in report.passes}
 
 
 def _run_onnxsim(payload: bytes) -> onnx.ModelProto:
@@ -176,18 +181,24 @@ def _time_peer(fn: ToolFn, payload: bytes, repeats: int) -> ToolResult:
     return ToolResult(nodes, statistics.median(seconds))
 
 
-def _time_graphopt(payload: bytes, repeats: int) -> tuple[ToolResult, float]:
+def _time_graphopt(payload: bytes, repeats: int) -> tuple[ToolResult, float, dict[str, float]]:
+    """graphopt's result, median ir <-> proto seconds, median seconds of each pass."""
     seconds: list[float] = []
     io_seconds: list[float] = []
+    per_pass: dict[str, list[float]] = {}
     nodes = None
     for _ in range(repeats):
         start = time.perf_counter()
-        model, pass_seconds = _run_graphopt(payload)
+        model, run_seconds, passes = _run_graphopt(payload)
         ir.to_proto(model)
-        seconds.append(pass_seconds)
-        io_seconds.append(time.perf_counter() - start - pass_seconds)
+        seconds.append(run_seconds)
+        io_seconds.append(time.perf_counter() - start - run_seconds)
+        for name, value in passes.items():
+            per_pass.setdefault(name, []).append(value)
         nodes = standard_node_count(model)
-    return ToolResult(nodes, statistics.median(seconds)), statistics.median(io_seconds)
+    pass_medians = {name: statistics.median(values) for name, values in per_pass.items()}
+    result = ToolResult(nodes, statistics.median(seconds))
+    return result, statistics.median(io_seconds), pass_medians
 
 
 def _verify_seconds(payload: bytes, pass_seconds: float) -> float:
@@ -197,14 +208,24 @@ def _verify_seconds(payload: bytes, pass_seconds: float) -> float:
     return max(time.perf_counter() - start - pass_seconds, 0.0)
 
 
+def warm_up(tools: tuple[str, ...]) -> None:
+    """Import every tool and run it once on a tiny model so no timing pays for imports."""
+    payload = zoo.path(WARM_UP_MODEL).read_bytes()
+    if "graphopt" in tools:
+        _run_graphopt(payload)
+    for tool, fn in _PEERS.items():
+        if tool in tools:
+            _time_peer(fn, payload, 1)
+
+
 def benchmark_model(name: str, path: Path, *, repeats: int, tools: tuple[str, ...]) -> ModelResult:
     """Run every tool on one model file."""
     payload = path.read_bytes()
     original = standard_node_count(onnx.load_from_string(payload))
     results: dict[str, ToolResult] = {}
-    io_seconds, verify_seconds = 0.0, None
+    io_seconds, verify_seconds, pass_seconds = 0.0, None, {}
     if "graphopt" in tools:
-        results["graphopt"], io_seconds = _time_graphopt(payload, repeats)
+        results["graphopt"], io_seconds, pass_seconds = _time_graphopt(payload, repeats)
         logger.info(
             "%s: graphopt %s nodes in %.3fs",
             name,
@@ -216,7 +237,7 @@ def benchmark_model(name: str, path: Path, *, repeats: int, tools: tuple[str, ..
         if tool in tools:
             results[tool] = _time_peer(fn, payload, repeats)
             logger.info("%s: %s %s nodes", name, tool, results[tool].nodes)
-    return ModelResult(name, original, results, io_seconds, verify_seconds)
+    return ModelResult(name, original, results, io_seconds, verify_seconds, pass_seconds)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -241,6 +262,7 @@ def render_table(results: list[ModelResult]):
     for tool in TOOLS:
         table.add_column(tool, justify="right")
     table.add_column("graphopt s", justify="right")
+    table.add_column("(fuse s)", justify="right")
     table.add_column("onnxsim s", justify="right")
     table.add_column("onnxsim/graphopt", justify="right")
     table.add_column("verify s", justify="right")
@@ -253,6 +275,7 @@ def render_table(results: list[ModelResult]):
             str(result.original_nodes),
             *(_cell(result.tools.get(tool), best) for tool in TOOLS),
             _seconds(ours),
+            _optional_seconds(result.graphopt_pass_seconds.get("fuse")),
             _seconds(sim),
             f"{result.speed_ratio:.1f}x" if result.speed_ratio else "-",
             _optional_seconds(result.graphopt_verify_seconds),
@@ -292,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     tools = tuple(t for t in args.tools.split(",") if t)
     names = [n for n in args.models.split(",") if n]
+    warm_up(tools)
     results = [
         benchmark_model(name, path, repeats=args.repeats, tools=tools)
         for name, path in model_paths(names).items()
