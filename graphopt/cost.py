@@ -129,9 +129,19 @@ def _bytes_of(value: ir.Value) -> int:
     return _numel(dims) * value.dtype.itemsize
 
 
+def _missing_shapes(graph: ir.Graph) -> bool:
+    """True if some node output has no shape or type yet (shape inference is then needed)."""
+    return any(
+        value.shape is None or value.dtype is None
+        for node in graph
+        for value in node.outputs
+        if value.name  # unnamed outputs are unused optional outputs
+    )
+
+
 def model_cost(model: ir.Model, *, infer_shapes: bool = True) -> ModelCost:
     """Cost of ``model``'s main graph (shape inference fills in missing shapes first)."""
-    if infer_shapes:
+    if infer_shapes and _missing_shapes(model.graph):
         ShapeInferencePass(strict_mode=False)(model)
     counted: set[int] = set()
     per_node = []

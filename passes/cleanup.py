@@ -16,7 +16,6 @@ from onnx import version_converter
 from onnxscript import optimizer
 
 from graphopt.errors import UnsupportedModelError
-from graphopt.model_io import EXTERNAL_DATA_THRESHOLD_BYTES, weight_bytes
 from graphopt.pass_api import GraphPass, register_pass
 
 __all__ = ["CleanupPass", "DEFAULT_TARGET_OPSET", "upgrade_opset"]
@@ -27,6 +26,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_TARGET_OPSET = 17
 # Constant folding limits (elements): fold weight-sized constants, not whole activations.
 MIN_IR_VERSION = 8
+# Initializers at least this large are hidden from the opset converter (it never reads them).
+PLACEHOLDER_MIN_BYTES = 1024
+_PLACEHOLDER_LOCATION = "graphopt-placeholder-never-read"
 FOLD_INPUT_LIMIT = 1 << 22
 FOLD_OUTPUT_LIMIT = 1 << 22
 
@@ -36,16 +38,20 @@ def _default_opset(model: ir.Model) -> int:
 
 
 def upgrade_opset(model: ir.Model, target: int) -> bool:
-    """Convert the model's default-domain opset up to ``target`` in place; True if converted."""
+    """Convert the model's default-domain opset up to ``target`` in place; True if converted.
+
+    The converter only sees the graph: large initializers travel as external-data
+    placeholders (never read) and the original tensors are put back afterwards, so the
+    conversion costs neither a copy of the weights nor the 2 GB protobuf limit.
+    """
     current = _default_opset(model)
     if current >= target:
         return False
-    if weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES:
-        raise UnsupportedModelError(
-            f"opset {current} model over 2 GB: the onnx version converter cannot upgrade it;"
-            f" export it at opset >= {target}"
-        )
-    proto = ir.to_proto(model)
+    originals = _swap_in_placeholders(model)
+    try:
+        proto = ir.to_proto(model)
+    finally:
+        _restore(model, originals)
     try:
         converted = version_converter.convert_version(proto, target)
     except Exception as exc:
@@ -54,10 +60,33 @@ def upgrade_opset(model: ir.Model, target: int) -> bool:
             f"cannot upgrade opset {current} -> {target}: {text}"
         ) from exc
     upgraded = ir.from_proto(converted)
+    for name, value in upgraded.graph.initializers.items():
+        if name in originals:
+            value.const_value = originals[name]
     model.graph = upgraded.graph  # a model's opset imports live on its graph
     # IR 3 required initializers to be listed as inputs; modern opsets need a modern IR.
     model.ir_version = max(model.ir_version, upgraded.ir_version, MIN_IR_VERSION)
     return True
+
+
+def _swap_in_placeholders(model: ir.Model) -> dict[str, ir.TensorProtocol]:
+    """Replace large initializer tensors by unread external-data stand-ins; return originals."""
+    originals = {}
+    for name, value in model.graph.initializers.items():
+        tensor = value.const_value
+        if tensor is None or tensor.nbytes < PLACEHOLDER_MIN_BYTES:
+            continue
+        originals[name] = tensor
+        value.const_value = ir.ExternalTensor(
+            _PLACEHOLDER_LOCATION, offset=0, length=tensor.nbytes, dtype=tensor.dtype,
+            shape=tensor.shape, name=name,
+        )
+    return originals
+
+
+def _restore(model: ir.Model, originals: dict[str, ir.TensorProtocol]) -> None:
+    for name, tensor in originals.items():
+        model.graph.initializers[name].const_value = tensor
 
 
 def _remove_inference_dropouts(model: ir.Model) -> int:
@@ -113,7 +142,7 @@ class CleanupPass(GraphPass):
         for _ in range(max(1, self.iterations)):
             result = optimizer.fold_constants_ir(
                 model,
-                onnx_shape_inference=True,
+                onnx_shape_inference=False,
                 input_size_limit=FOLD_INPUT_LIMIT,
                 output_size_limit=FOLD_OUTPUT_LIMIT,
             )
