@@ -67,6 +67,8 @@ __all__ = [
 _RESHAPE_LIKE = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 # Slice ends at or beyond this take the whole axis (no tensor axis has 2**31 elements).
 _SLICE_TO_END = 2**31 - 1
+# Consumers that can absorb a Transpose entirely: leave it to their rules.
+_ABSORBS_TRANSPOSE = ("Transpose", "Gemm", "MatMul")
 _AXIS_SOFTMAX = ("Softmax", "LogSoftmax", "Hardmax")
 _AXES_AS_INPUT_OPSET = 13
 _SOFTMAX_SINGLE_AXIS_OPSET = 13
@@ -171,8 +173,8 @@ class TransposeToReshape(Rule):
         if perm is None or _is_identity(perm) or source.shape is None:
             return None
         consumer = single_consumer(node.outputs[0])
-        if consumer is not None and consumer.op_type == "Transpose":
-            return None  # transpose_merge takes it
+        if consumer is not None and consumer.op_type in _ABSORBS_TRANSPOSE:
+            return None  # transpose_merge / transpose_into_gemm remove it instead
         dims = tuple(source.shape)
         moved = [axis for axis in perm if not (isinstance(dims[axis], int) and dims[axis] == 1)]
         if moved != sorted(moved):

@@ -454,3 +454,18 @@ def test_no_op_between_graph_input_and_output_declines():
     fuse = apply(model, "concat_single")
     assert op_types(model) == ["Concat"]
     assert any("fed directly by graph input" in line for line in declines(fuse))
+
+
+def test_size_one_transpose_feeding_gemm_is_left_to_transpose_into_gemm():
+    model = build(
+        f"""{HEADER}
+        g (float[4,1] x) => (float[1,3] y) {{
+            t = Transpose<perm = [1, 0]>(x)
+            y = Gemm(t, w)
+        }}""",
+        w=np.ones((4, 3), np.float32),
+    )
+    reference = snapshot(model)
+    apply(model, "transpose_to_reshape", "transpose_into_gemm")
+    assert op_types(model) == ["Gemm"]
+    assert_equivalent(reference, model)
