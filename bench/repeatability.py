@@ -17,7 +17,8 @@ A low ``pairs_in_ci`` with small CIs means run-to-run variation (compilation, me
 other load on the machine) is larger than the within-run sampling error that the CI
 describes: compare single runs with that in mind. Each run also records how many cores other
 processes kept busy meanwhile (``other_cores_busy``, from /proc/stat minus this process's CPU
-time): on a shared machine they are the usual cause of run-to-run spread.
+time): on a shared machine they are the usual cause of run-to-run spread, so the figures are
+repeated for the quiet runs only (other load at most ``BACKGROUND_LOAD_WARNING`` cores).
 
 Usage::
 
@@ -38,7 +39,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from graphopt.backends.benchmark import benchmark, cpu_clocks, other_cores_busy
+from graphopt.backends.benchmark import (
+    BACKGROUND_LOAD_WARNING,
+    benchmark,
+    cpu_clocks,
+    other_cores_busy,
+)
 from graphopt.backends.registry import parse_backend_list
 from graphopt.backends.timing import TimingConfig
 
@@ -107,8 +113,8 @@ def summarize_runs(runs: list[dict]) -> dict:
     }
 
 
-def _table(summaries: dict[str, dict], runs: dict[str, list[dict]]) -> Table:
-    table = Table(title="repeatability of the median latency", title_justify="left")
+def _table(summaries: dict[str, dict], runs: dict[str, list[dict]], which: str) -> Table:
+    table = Table(title=f"repeatability of the median latency: {which}", title_justify="left")
     for column in ("backend", "precision", "runs", "median ms min-max", "spread", "CV of medians",
                    "CI half-width", "medians in other runs' CI", "CIs overlap", "max other load"):
         table.add_column(column)
@@ -150,16 +156,24 @@ def main(argv: list[str] | None = None) -> dict:
     runs = repeat(args.model, args.backend, repeats=args.repeats, config=config,
                   threads=args.threads)
     summaries = {name: summarize_runs(r) for name, r in runs.items()}
+    quiet_runs = {name: [r for r in rs if (r["other_cores_busy"] or 0.0) <= BACKGROUND_LOAD_WARNING]
+                  for name, rs in runs.items()}
+    quiet = {name: summarize_runs(rs) for name, rs in quiet_runs.items() if len(rs) >= 2}
     report = {
         "model": args.model,
         "repeats": args.repeats,
         "timing_config": {"min_iterations": args.min_iterations, "min_seconds": args.duration},
         "wall_seconds": time.perf_counter() - start,
         "summaries": summaries,
+        "quiet_summaries": quiet,
+        "quiet_threshold_cores": BACKGROUND_LOAD_WARNING,
         "runs": runs,
     }
     console = Console()
-    console.print(_table(summaries, runs))
+    console.print(_table(summaries, runs, "all runs"))
+    if quiet:
+        console.print(_table(quiet, runs, f"runs with other load <= {BACKGROUND_LOAD_WARNING}"
+                                          " cores"))
     console.print(f"{args.model}, {args.repeats} rounds, {report['wall_seconds']:.0f} s")
     if args.json is not None:
         from graphopt.cli.formatting import write_json_atomically
