@@ -112,6 +112,7 @@ class OrtRunner(Runner):
         threads: int = DEFAULT_THREADS,
         inter_op_threads: int = 1,
         io_binding: bool = False,
+        spinning: bool = True,
         provider_options: Mapping[str, Any] | None = None,
         name: str | None = None,
         async_workers: int | None = None,
@@ -137,6 +138,7 @@ class OrtRunner(Runner):
         self.threads = threads
         self.inter_op_threads = inter_op_threads
         self.io_binding = io_binding
+        self.spinning = spinning
         self.provider_options = dict(provider_options or {})
         self.session = None
         self._local = threading.local()
@@ -162,6 +164,11 @@ class OrtRunner(Runner):
             else ort.ExecutionMode.ORT_SEQUENTIAL
         )
         options.log_severity_level = 3
+        if not self.spinning:
+            # Idle intra-op threads sleep instead of spinning: slower hand-offs, but far less
+            # sensitive to other processes competing for the cores.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return options
 
     def _provider_list(self) -> list:
@@ -205,6 +212,7 @@ class OrtRunner(Runner):
             "intra_op_threads": self.threads or "default (one per physical core)",
             "inter_op_threads": self.inter_op_threads,
             "io_binding": self.io_binding,
+            "thread_spinning": self.spinning,
             "requested_precision": self.requested_precision,
             "async_workers": self.async_workers,
         }

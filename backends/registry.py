@@ -102,6 +102,7 @@ def _ort_options(extra: Mapping[str, tuple[Callable[[str], object], str]] | None
         "inter_op_threads": (_to_int, "inter_op_threads"),
         "opt": (_to_lower, "optimization"),
         "io_binding": (_to_bool, "io_binding"),
+        "spin": (_to_bool, "spinning"),
         "workers": (_to_int, "async_workers"),
     }
     options.update(extra or {})

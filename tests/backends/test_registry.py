@@ -82,9 +82,10 @@ def test_tensorrt_unavailable_here_says_why():
 
 def test_create_runner_applies_threads_and_spec_options():
     path = zoo.path("tiny_cnn")
-    runner = create_runner("ort-cpu@opt=basic,io_binding=yes", path, threads=3)
+    runner = create_runner("ort-cpu@opt=basic,io_binding=yes,spin=off", path, threads=3)
     assert isinstance(runner, OrtRunner)
     assert (runner.threads, runner.optimization, runner.io_binding) == (3, "basic", True)
+    assert runner.spinning is False
     runner = create_runner("ort-cpu@threads=1", path, threads=3)
     assert runner.threads == 1  # the spec wins over the global --threads
     assert not runner.is_active

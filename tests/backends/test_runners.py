@@ -75,9 +75,10 @@ def test_ort_metadata_settings_and_precision(tiny):
     assert not runner.is_active
 
 
-def test_ort_io_binding_matches_plain_run(tiny):
+def test_ort_io_binding_and_no_spinning_match_plain_run(tiny):
     path, feed, reference = tiny
-    with OrtRunner(path, io_binding=True) as runner:
+    with OrtRunner(path, io_binding=True, spinning=False) as runner:
+        assert runner.settings["thread_spinning"] is False
         assert compare_outputs(reference, runner.infer(feed)).max_rel <= 1e-5
 
 
