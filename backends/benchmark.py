@@ -234,7 +234,7 @@ def _measure_concurrent(runner: Runner, feed, seconds: float, batch_size: int,
     if progress is not None:
         progress("concurrent", 1.0)
     how = (f"async queue of {workers} infer requests" if requests is not None
-           else f"thread pool of {workers} workers")
+           else f"thread pool of {workers} worker{'s' if workers > 1 else ''}")
     return value, f"{how}, {seconds:g} s, completed requests only"
 
 
