@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from graphopt.errors import GraphoptError
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     except GraphoptError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
+        message = escape(_one_line(exc))
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         if _state["debug"]:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {_one_line(exc)}"
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(_one_line(exc))}"
             " (run with --debug for the traceback)", highlight=False, soft_wrap=True,
         )
         sys.exit(1)

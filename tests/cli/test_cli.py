@@ -127,3 +127,9 @@ def test_wrong_input_data_is_one_line(tmp_path, run_cli, arrays, message):
     code, _, err = run_cli("optimize", "zoo:mlp", "-o", str(tmp_path / "o.onnx"),
                            "--inputs", str(data))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_error_text_with_brackets_is_printed_verbatim(run_cli, tmp_path):
+    path = tmp_path / "[weights].onnx"
+    code, _, err = run_cli("inspect", str(path))
+    assert code == 2 and "[weights].onnx" in err
