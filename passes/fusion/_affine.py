@@ -5,7 +5,8 @@ maps. A Conv, ConvTranspose, Gemm, MatMul or BatchNormalization producing their 
 the map into its own weights and bias (``ABSORBERS``, keyed by op type); a Conv without padding
 consuming it can absorb it into its weights and bias as well (``absorb_into_next_conv``).
 
-All arithmetic is float64; results are cast back to the weight's dtype. Every folded tensor must
+All arithmetic is float64; results are rounded once to the weight's dtype (weights are
+multiplied in float64 inside one ufunc pass that writes the rounded result directly). Every folded tensor must
 be an initializer (``constant_array``), never a graph input.
 """
 
@@ -126,6 +127,12 @@ def _cast(array: np.ndarray, like: np.ndarray) -> np.ndarray:
     return array.astype(like.dtype)
 
 
+def _scaled(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``weight * scale`` computed in float64 and rounded once to the weight's dtype."""
+    out = np.empty(np.broadcast_shapes(weight.shape, scale.shape), dtype=weight.dtype)
+    return np.multiply(weight, scale, out=out, dtype=np.float64, casting="unsafe")
+
+
 def _hint(node: ir.Node, suffix: str) -> str:
     return f"{node.name or node.op_type}_{suffix}"
 
@@ -187,8 +194,8 @@ class _ConvAbsorber(Absorber):
     def absorb(self, node, affine):
         weight, bias = _weight_and_bias(node, 2)
         shape = (-1,) + (1,) * (weight.ndim - 1)
-        folded = weight.astype(np.float64) * affine.scale.reshape(shape)
-        set_constant_input(node, 1, _cast(folded, weight), _hint(node, "weight"))
+        folded = _scaled(weight, affine.scale.reshape(shape))
+        set_constant_input(node, 1, folded, _hint(node, "weight"))
         new_bias = _new_bias(bias, affine)
         if new_bias is not None:
             set_constant_input(node, 2, _cast(new_bias, weight), _hint(node, "bias"))
@@ -211,10 +218,10 @@ class _ConvTransposeAbsorber(Absorber):
         weight, bias = _weight_and_bias(node, 2)
         group = node.attributes.get_int("group", 1)
         cin, cout_g, *kernel = weight.shape
-        grouped = weight.astype(np.float64).reshape(group, cin // group, cout_g, *kernel)
+        grouped = weight.reshape(group, cin // group, cout_g, *kernel)
         scale = affine.scale.reshape(group, 1, cout_g, *([1] * len(kernel)))
-        folded = (grouped * scale).reshape(weight.shape)
-        set_constant_input(node, 1, _cast(folded, weight), _hint(node, "weight"))
+        folded = _scaled(grouped, scale).reshape(weight.shape)
+        set_constant_input(node, 1, folded, _hint(node, "weight"))
         new_bias = _new_bias(bias, affine)
         if new_bias is not None:
             set_constant_input(node, 2, _cast(new_bias, weight), _hint(node, "bias"))
@@ -240,8 +247,8 @@ class _GemmAbsorber(Absorber):
         weight, bias = _weight_and_bias(node, 2)
         trans_b = node.attributes.get_int("transB", 0)
         scale = affine.scale[:, None] if trans_b else affine.scale[None, :]
-        folded = weight.astype(np.float64) * scale
-        set_constant_input(node, 1, _cast(folded, weight), _hint(node, "weight"))
+        folded = _scaled(weight, scale)
+        set_constant_input(node, 1, folded, _hint(node, "weight"))
         if bias is None and not affine.has_shift:
             return node.outputs[0]
         if bias is None:
@@ -281,7 +288,7 @@ class _MatMulAbsorber(Absorber):
 
     def absorb(self, node, affine):
         weight = constant_array(node.inputs[1])
-        folded = _cast(weight.astype(np.float64) * affine.scale[None, :], weight)
+        folded = _scaled(weight, affine.scale[None, :])
         if not affine.has_shift:
             set_constant_input(node, 1, folded, _hint(node, "weight"))
             return node.outputs[0]
