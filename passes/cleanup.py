@@ -1,7 +1,8 @@
 """``cleanup``: opset upgrade, constant folding, dead code, identities and legacy input lists.
 
-Wraps maintained libraries for what they do well: the onnx version converter for opset
-upgrades, onnxscript's optimizer for constant folding, dead-code elimination, constant lifting,
+Opset upgrades are adapted on the IR where the operators are known and otherwise left to the
+onnx version converter (``passes/opset_upgrade.py``); maintained libraries do what they do
+well: onnxscript's optimizer for constant folding, dead-code elimination, constant lifting,
 initializer deduplication and common-subexpression elimination, and onnx-ir's common passes.
 """
 
@@ -12,81 +13,20 @@ import logging
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-from onnx import version_converter
 from onnxscript import optimizer
 
-from graphopt.errors import UnsupportedModelError
 from graphopt.pass_api import GraphPass, register_pass
+from graphopt.passes.opset_upgrade import upgrade_opset
 
-__all__ = ["CleanupPass", "DEFAULT_TARGET_OPSET", "upgrade_opset"]
+__all__ = ["CleanupPass", "DEFAULT_TARGET_OPSET"]
 
 logger = logging.getLogger(__name__)
 
 # Modern enough for per-channel QDQ (13), new-style Reduce/Split inputs, supported everywhere.
 DEFAULT_TARGET_OPSET = 17
 # Constant folding limits (elements): fold weight-sized constants, not whole activations.
-MIN_IR_VERSION = 8
-# Initializers at least this large are hidden from the opset converter (it never reads them).
-PLACEHOLDER_MIN_BYTES = 1024
-_PLACEHOLDER_LOCATION = "graphopt-placeholder-never-read"
 FOLD_INPUT_LIMIT = 1 << 22
 FOLD_OUTPUT_LIMIT = 1 << 22
-
-
-def _default_opset(model: ir.Model) -> int:
-    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
-
-
-def upgrade_opset(model: ir.Model, target: int) -> bool:
-    """Convert the model's default-domain opset up to ``target`` in place; True if converted.
-
-    The converter only sees the graph: large initializers travel as external-data
-    placeholders (never read) and the original tensors are put back afterwards, so the
-    conversion costs neither a copy of the weights nor the 2 GB protobuf limit.
-    """
-    current = _default_opset(model)
-    if current >= target:
-        return False
-    originals = _swap_in_placeholders(model)
-    try:
-        proto = ir.to_proto(model)
-    finally:
-        _restore(model, originals)
-    try:
-        converted = version_converter.convert_version(proto, target)
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedModelError(
-            f"cannot upgrade opset {current} -> {target}: {text}"
-        ) from exc
-    upgraded = ir.from_proto(converted)
-    for name, value in upgraded.graph.initializers.items():
-        if name in originals:
-            value.const_value = originals[name]
-    model.graph = upgraded.graph  # a model's opset imports live on its graph
-    # IR 3 required initializers to be listed as inputs; modern opsets need a modern IR.
-    model.ir_version = max(model.ir_version, upgraded.ir_version, MIN_IR_VERSION)
-    return True
-
-
-def _swap_in_placeholders(model: ir.Model) -> dict[str, ir.TensorProtocol]:
-    """Replace large initializer tensors by unread external-data stand-ins; return originals."""
-    originals = {}
-    for name, value in model.graph.initializers.items():
-        tensor = value.const_value
-        if tensor is None or tensor.nbytes < PLACEHOLDER_MIN_BYTES:
-            continue
-        originals[name] = tensor
-        value.const_value = ir.ExternalTensor(
-            _PLACEHOLDER_LOCATION, offset=0, length=tensor.nbytes, dtype=tensor.dtype,
-            shape=tensor.shape, name=name,
-        )
-    return originals
-
-
-def _restore(model: ir.Model, originals: dict[str, ir.TensorProtocol]) -> None:
-    for name, tensor in originals.items():
-        model.graph.initializers[name].const_value = tensor
 
 
 def _remove_inference_dropouts(model: ir.Model) -> int:
@@ -158,8 +98,10 @@ class CleanupPass(GraphPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         nodes_before = _count_nodes(model)
         modified = False
-        if upgrade_opset(model, self.target_opset):
+        method = upgrade_opset(model, self.target_opset)
+        if method is not None:
             self.stats["opset_upgraded_to"] = self.target_opset
+            self.stats[f"opset_upgrade_{method}"] = 1
             modified = True
         listed = sum(1 for v in model.graph.inputs if v.name in model.graph.initializers)
         if common_passes.RemoveInitializersFromInputsPass()(model).modified:

@@ -15,6 +15,7 @@ import onnx_ir as ir
 from graphopt.errors import PipelineSpecError
 from graphopt.pass_api import GraphPass, register_pass
 from graphopt.passes.fusion.framework import RuleSet, registered_rules, registered_steps
+from graphopt.passes.fusion.rewrite_utils import forget_names
 
 __all__ = ["FusePass"]
 
@@ -48,6 +49,7 @@ class FusePass(GraphPass):
         return rules, steps
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        forget_names(model.graph)  # earlier passes may have added names
         rules, steps = self._selected()
         rule_set = RuleSet(rules, max_rounds=self.max_rounds)
         for _ in range(self.max_rounds):
@@ -62,5 +64,6 @@ class FusePass(GraphPass):
                 break
         for rule, node, reason in run.declined:
             self.explain(f"{rule} at {node}: {reason}")
+        forget_names(model.graph)
         self.stats = +self.stats  # drop steps that removed nothing
         return ir.passes.PassResult(model, modified=sum(self.stats.values()) > 0)

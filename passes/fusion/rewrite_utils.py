@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import onnx_ir as ir
 
 __all__ = [
+    "forget_names",
     "bypass",
     "replace_node",
     "single_consumer",
@@ -118,16 +121,33 @@ def rank(value: ir.Value | None) -> int | None:
     return len(value.shape)
 
 
+# Names in use per graph, built once per fuse run (a superset is safe: it only adds suffixes).
+_TAKEN_NAMES: weakref.WeakKeyDictionary[ir.Graph, set[str]] = weakref.WeakKeyDictionary()
+
+
+def forget_names(graph: ir.Graph) -> None:
+    """Drop the name index of ``graph`` (call when other code may have added names)."""
+    _TAKEN_NAMES.pop(graph, None)
+
+
+def _taken_names(graph: ir.Graph) -> set[str]:
+    taken = _TAKEN_NAMES.get(graph)
+    if taken is None:
+        taken = set(graph.initializers)
+        taken.update(v.name for v in graph.inputs if v.name)
+        taken.update(v.name for node in graph for v in node.outputs if v.name)
+        _TAKEN_NAMES[graph] = taken
+    return taken
+
+
 def _unique_name(graph: ir.Graph, hint: str) -> str:
-    taken = set(graph.initializers)
-    taken.update(v.name for v in graph.inputs if v.name)
-    taken.update(v.name for node in graph for v in node.outputs if v.name)
-    if hint not in taken:
-        return hint
-    index = 1
-    while f"{hint}_{index}" in taken:
+    taken = _taken_names(graph)
+    name, index = hint, 0
+    while name in taken or name in graph.initializers:
         index += 1
-    return f"{hint}_{index}"
+        name = f"{hint}_{index}"
+    taken.add(name)
+    return name
 
 
 def add_initializer(graph: ir.Graph, array: np.ndarray, name_hint: str) -> ir.Value:
