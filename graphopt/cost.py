@@ -13,7 +13,9 @@ import math
 from collections.abc import Callable
 
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
+
+from graphopt.shapes import infer_shapes as run_shape_inference
+from graphopt.shapes import missing_shapes
 
 __all__ = ["NodeCost", "ModelCost", "model_cost", "register_macs"]
 
@@ -129,20 +131,10 @@ def _bytes_of(value: ir.Value) -> int:
     return _numel(dims) * value.dtype.itemsize
 
 
-def _missing_shapes(graph: ir.Graph) -> bool:
-    """True if some node output has no shape or type yet (shape inference is then needed)."""
-    return any(
-        value.shape is None or value.dtype is None
-        for node in graph
-        for value in node.outputs
-        if value.name  # unnamed outputs are unused optional outputs
-    )
-
-
 def model_cost(model: ir.Model, *, infer_shapes: bool = True) -> ModelCost:
     """Cost of ``model``'s main graph (shape inference fills in missing shapes first)."""
-    if infer_shapes and _missing_shapes(model.graph):
-        ShapeInferencePass(strict_mode=False)(model)
+    if infer_shapes and missing_shapes(model.graph):
+        run_shape_inference(model)
     counted: set[int] = set()
     per_node = []
     for node in model.graph:

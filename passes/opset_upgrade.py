@@ -19,15 +19,13 @@ import onnx_ir as ir
 from onnx import version_converter
 
 from graphopt.errors import UnsupportedModelError
+from graphopt.passes_support import PLACEHOLDER_MIN_BYTES, weightless_proto
 
 __all__ = ["upgrade_opset", "upgrade_natively", "upgrade_with_converter", "MIN_IR_VERSION"]
 
 logger = logging.getLogger(__name__)
 
 MIN_IR_VERSION = 8
-# Initializers at least this large are hidden from the converter (it never reads them).
-PLACEHOLDER_MIN_BYTES = 1024
-_PLACEHOLDER_LOCATION = "graphopt-placeholder-never-read"
 _NATIVE_MIN_OPSET = 7
 
 # Operators whose inference semantics are unchanged from opset 7 up to 17 (new types, negative
@@ -236,11 +234,12 @@ def upgrade_natively(model: ir.Model, target: int) -> bool:
 def upgrade_with_converter(model: ir.Model, target: int) -> None:
     """The onnx version converter on a weightless copy; original tensors are put back."""
     source = model.opset_imports.get("", 1)
-    originals = _swap_in_placeholders(model)
-    try:
-        proto = ir.to_proto(model)
-    finally:
-        _restore(model, originals)
+    originals = {
+        name: value.const_value
+        for name, value in model.graph.initializers.items()
+        if value.const_value is not None and value.const_value.nbytes >= PLACEHOLDER_MIN_BYTES
+    }
+    proto = weightless_proto(model)
     try:
         converted = version_converter.convert_version(proto, target)
     except Exception as exc:
@@ -268,23 +267,3 @@ def upgrade_opset(model: ir.Model, target: int) -> str | None:
     model.ir_version = max(model.ir_version, MIN_IR_VERSION)
     logger.debug("opset %d -> %d (%s)", source, target, method)
     return method
-
-
-def _swap_in_placeholders(model: ir.Model) -> dict[str, ir.TensorProtocol]:
-    """Replace large initializer tensors by unread external-data stand-ins; return originals."""
-    originals = {}
-    for name, value in model.graph.initializers.items():
-        tensor = value.const_value
-        if tensor is None or tensor.nbytes < PLACEHOLDER_MIN_BYTES:
-            continue
-        originals[name] = tensor
-        value.const_value = ir.ExternalTensor(
-            _PLACEHOLDER_LOCATION, offset=0, length=tensor.nbytes, dtype=tensor.dtype,
-            shape=tensor.shape, name=name,
-        )
-    return originals
-
-
-def _restore(model: ir.Model, originals: dict[str, ir.TensorProtocol]) -> None:
-    for name, tensor in originals.items():
-        model.graph.initializers[name].const_value = tensor

@@ -6,8 +6,8 @@ the map into its own weights and bias (``ABSORBERS``, keyed by op type); a Conv 
 consuming it can absorb it into its weights and bias as well (``absorb_into_next_conv``).
 
 All arithmetic is float64; results are rounded once to the weight's dtype (weights are
-multiplied in float64 inside one ufunc pass that writes the rounded result directly). Every folded tensor must
-be an initializer (``constant_array``), never a graph input.
+multiplied in float64 inside one ufunc pass that writes the rounded result directly). Every
+folded tensor must be an initializer (``constant_array``), never a graph input.
 """
 
 from __future__ import annotations
