@@ -25,6 +25,7 @@ __all__ = [
     "CheckResult",
     "Match",
     "constant_array",
+    "constant_tensor",
     "Rule",
     "RuleSet",
     "register_rule",
@@ -172,6 +173,13 @@ class RuleSet:
                 elif isinstance(result, str):
                     declined.append((rule.name, node.name or node.op_type, result))
         return changed
+
+
+def constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The value's tensor if it is an initializer (not a graph input), without reading data."""
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value.const_value
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:

@@ -24,6 +24,7 @@ from graphopt.passes.fusion.framework import (
     Match,
     Rule,
     constant_array,
+    constant_tensor,
     is_standard,
     register_rule,
 )
@@ -66,11 +67,11 @@ _CONV_SIGNATURE_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", 
 def _signature(conv: ir.Node) -> tuple | None:
     """What two Convs must share to merge: weight shape and having a bias included, so that the
     merged model holds exactly the same parameters (None: weights are not initializers)."""
-    weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    weight = constant_tensor(conv.inputs[1]) if len(conv.inputs) > 1 else None
     if weight is None or conv.attributes.get_int("group", 1) != 1:
         return None
     has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
-    if has_bias and constant_array(conv.inputs[2]) is None:
+    if has_bias and constant_tensor(conv.inputs[2]) is None:
         return None
     if any(len(v.uses()) != 1 for v in conv.inputs[1:] if v is not None):
         return None  # a shared weight would be stored twice
@@ -79,7 +80,7 @@ def _signature(conv: ir.Node) -> tuple | None:
         for name in _CONV_SIGNATURE_ATTRIBUTES
         if name in conv.attributes
     )
-    return weight.dtype.str, weight.shape, has_bias, attributes
+    return weight.dtype, tuple(weight.shape), has_bias, attributes
 
 
 def _feeds_affine(conv: ir.Node) -> bool:
@@ -88,7 +89,7 @@ def _feeds_affine(conv: ir.Node) -> bool:
         if user.op_type == "BatchNormalization":
             return True
         if user.op_type in ("Mul", "Add") and any(
-            constant_array(v) is not None for v in user.inputs
+            constant_tensor(v) is not None for v in user.inputs
         ):
             return True
     return False
