@@ -2,8 +2,9 @@
 
 Opset upgrades are adapted on the IR where the operators are known and otherwise left to the
 onnx version converter (``passes/opset_upgrade.py``); maintained libraries do what they do
-well: onnxscript's optimizer for constant folding, dead-code elimination, constant lifting,
-initializer deduplication and common-subexpression elimination, and onnx-ir's common passes.
+well: onnxscript's optimizer for constant folding, onnx-ir's common passes for dead code,
+identities and constant lifting. (Common-subexpression elimination and initializer
+deduplication are steps of ``fuse``.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import onnx_ir.passes.common as common_passes
 from onnxscript import optimizer
 
 from graphopt.pass_api import GraphPass, register_pass
+from graphopt.passes.layout_folding import fold_layout_constants
 from graphopt.passes.opset_upgrade import upgrade_opset
 
 __all__ = ["CleanupPass", "DEFAULT_TARGET_OPSET"]
@@ -77,8 +79,10 @@ class CleanupPass(GraphPass):
     iterations: int = 2
 
     def _fold(self, model: ir.Model) -> int:
-        """Constant folding to a fixed point, then constants lifted, deduplicated, CSE."""
+        """Constant folding to a fixed point (numpy for data movement, onnxscript for the
+        rest), then the remaining Constant nodes lifted to initializers."""
         before = _count_nodes(model)
+        fold_layout_constants(model)
         for _ in range(max(1, self.iterations)):
             result = optimizer.fold_constants_ir(
                 model,
@@ -86,12 +90,10 @@ class CleanupPass(GraphPass):
                 input_size_limit=FOLD_INPUT_LIMIT,
                 output_size_limit=FOLD_OUTPUT_LIMIT,
             )
-            common_passes.RemoveUnusedNodesPass()(model)
             if not result.modified:
                 break
+            common_passes.RemoveUnusedNodesPass()(model)
         common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-        common_passes.DeduplicateInitializersPass()(model)
-        common_passes.CommonSubexpressionEliminationPass()(model)
         common_passes.RemoveUnusedNodesPass()(model)
         return before - _count_nodes(model)
 
@@ -121,6 +123,7 @@ class CleanupPass(GraphPass):
             if folded:
                 self.stats["folded_or_dead_nodes"] = folded
                 modified = True
-        common_passes.RemoveUnusedNodesPass()(model)
+        else:
+            common_passes.RemoveUnusedNodesPass()(model)
         self.stats["nodes_removed"] = nodes_before - _count_nodes(model)
         return ir.passes.PassResult(model, modified=modified)

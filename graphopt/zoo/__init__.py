@@ -35,7 +35,7 @@ __all__ = [
     "write_large_model",
 ]
 
-ZOO_VERSION = 1
+ZOO_VERSION = 2  # bump when materialisation changes: caches are rebuilt
 TRAINED_MODELS = ("digits",)
 _DATA = "data"
 

@@ -253,8 +253,8 @@ def materialise(name: str) -> onnx.ModelProto:
     model = onnx.load(light_model_path(name))
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     _fill_weights(model, rng)
+    # Keep the inferred value_info, as exporters write it: tools then know every shape.
     model = shape_inference.infer_shapes(model)
-    del model.graph.value_info[:]
     # The light graphs hard-code batch 1 in their Reshapes: calibrate on one image (per-channel
     # statistics still pool over every spatial position).
     feed = _calibration_feed(model, rng)
