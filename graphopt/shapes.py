@@ -20,12 +20,12 @@ logger = logging.getLogger(__name__)
 
 
 def missing_shapes(graph: ir.Graph) -> bool:
-    """True if some named node output has no shape or type yet."""
+    """True if some node output that anything reads has no shape or type yet."""
     return any(
         value.shape is None or value.dtype is None
         for node in graph
         for value in node.outputs
-        if value.name  # unnamed outputs are unused optional outputs
+        if value.uses() or value.is_graph_output()  # unused optional outputs do not count
     )
 
 

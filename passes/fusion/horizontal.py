@@ -159,12 +159,26 @@ class SiblingConvs(Rule):
         conv = ir.Node(
             "", "Conv", inputs, list(first.attributes.values()), name=_hint(first, "merged")
         )
+        _set_merged_type(conv.outputs[0], [s.outputs[0] for s in siblings])
         split = _split_node(first, conv.outputs[0], len(siblings))
         graph.insert_before(first, [conv, split])
         for sibling, out in zip(siblings, split.outputs, strict=True):
             _take_over(sibling.outputs[0], out)
         for sibling in siblings:
             remove_if_dead(sibling)
+
+
+def _set_merged_type(merged: ir.Value, parts: list[ir.Value]) -> None:
+    """The merged Conv output: the parts' type, channels (axis 1) summed when all are known."""
+    merged.type = parts[0].type
+    shapes = [p.shape for p in parts]
+    if any(shape is None or len(shape) < 2 for shape in shapes):
+        return
+    channels = [shape[1] for shape in shapes]
+    if all(isinstance(c, int) for c in channels):
+        dims = list(shapes[0])
+        dims[1] = sum(channels)
+        merged.shape = ir.Shape(dims)
 
 
 def _hint(node: ir.Node, suffix: str) -> str:
