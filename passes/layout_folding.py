@@ -131,7 +131,7 @@ def fold_layout_constants(model: ir.Model) -> int:
             name=name,
             shape=ir.Shape(result.shape),
             type=ir.TensorType(ir.DataType.from_numpy(result.dtype)),
-            const_value=ir.tensor(result, name=name),
+            const_value=ir.Tensor(result, name=name),
         )
         graph.register_initializer(value)
         output.replace_all_uses_with(value)

@@ -71,7 +71,7 @@ def _const_input(node: ir.Node, array: np.ndarray, suffix: str) -> ir.Value:
         name=name,
         shape=ir.Shape(array.shape),
         type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
+        const_value=ir.Tensor(array, name=name),
     )
     graph.register_initializer(value)
     return value

@@ -154,7 +154,7 @@ def add_initializer(graph: ir.Graph, array: np.ndarray, name_hint: str) -> ir.Va
     """A new initializer holding ``array`` under a name derived from ``name_hint``."""
     name = _unique_name(graph, name_hint)
     array = np.asarray(array)
-    tensor = ir.tensor(np.ascontiguousarray(array).reshape(array.shape), name=name)  # keep 0-d
+    tensor = ir.Tensor(np.ascontiguousarray(array).reshape(array.shape), name=name)  # keep 0-d
     value = ir.Value(
         name=name,
         shape=ir.Shape(array.shape),
