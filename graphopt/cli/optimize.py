@@ -91,7 +91,7 @@ def _print_explanations(report: PipelineReport) -> None:
             continue
         console.print(f"[bold]{record.name}[/]: {len(record.explanations)} candidates declined")
         for line in record.explanations:
-            console.print(f"  - {line}", highlight=False)
+            console.print(f"  - {line}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from typing import Literal
 
 import onnx_ir as ir
 
@@ -20,6 +21,7 @@ from graphopt.passes.fusion.rewrite_utils import forget_names
 __all__ = ["FusePass"]
 
 _FRAMEWORK_MODULES = {"framework"}
+_STANDALONE_BN_RULE = "bn_to_affine"
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _FRAMEWORK_MODULES and not _module.name.startswith("_"):
@@ -29,12 +31,18 @@ for _module in pkgutil.iter_modules(__path__):
 @register_pass("fuse")
 @dataclasses.dataclass(kw_only=True)
 class FusePass(GraphPass):
-    """Apply the lossless rewrite rules to a fixed point (``rules``/``skip`` select by name)."""
+    """Apply the lossless rewrite rules to a fixed point.
+
+    ``rules`` selects rules by name (default: every rule enabled by default), ``skip`` removes
+    some; ``standalone_bn=affine`` rewrites a BatchNormalization with nothing to fold into as
+    Mul + Add instead of keeping the single node.
+    """
 
     summary = "BN/bias/scale folding, MatMul+Add->Gemm, Pad folding, layout and legacy tidy-ups"
     rules: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
     max_rounds: int = 16
+    standalone_bn: Literal["keep", "affine"] = "keep"
 
     def _selected(self):
         catalogue = {**registered_rules(), **registered_steps()}
@@ -43,7 +51,10 @@ class FusePass(GraphPass):
             raise PipelineSpecError(
                 f"fuse: unknown rule(s) {', '.join(unknown)} (rules: {', '.join(catalogue)})"
             )
-        names = [n for n in (self.rules or tuple(catalogue)) if n not in self.skip]
+        defaults = [n for n, r in catalogue.items() if getattr(r, "default_enabled", True)]
+        if self.standalone_bn == "affine":
+            defaults.append(_STANDALONE_BN_RULE)
+        names = [n for n in (self.rules or defaults) if n not in self.skip]
         rules = [registered_rules()[n]() for n in names if n in registered_rules()]
         steps = [registered_steps()[n]() for n in names if n in registered_steps()]
         return rules, steps

@@ -60,6 +60,7 @@ class Rule:
     name: ClassVar[str] = ""
     anchors: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    default_enabled: ClassVar[bool] = True  # False: only when selected by name or option
 
     def check(self, node: ir.Node) -> CheckResult:
         raise NotImplementedError(f"rule {self.name} must implement check()")
