@@ -119,7 +119,7 @@ def _convert(value: str, annotation: Any, where: str) -> Any:
         raise PipelineSpecError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
     if origin in (tuple, list):
         (inner, *_) = typing.get_args(annotation) or (str,)
-        parts = [p for p in re.split(r"[;|]", value.strip("[]")) if p.strip()]
+        parts = [p for p in re.split(r"[;|,]", value.strip("[]")) if p.strip()]
         converted = [_convert(p.strip(), inner, where) for p in parts]
         return tuple(converted) if origin is tuple else converted
     if annotation is bool:

@@ -48,6 +48,8 @@ def test_typed_values():
     assert probe.steps == 4 and probe.names == ("a", "b") and probe.limit is None
     (probe,) = build_passes("_spec_probe(limit=7)")
     assert probe.limit == 7
+    (probe,) = build_passes("_spec_probe(names=[a,b,c])")
+    assert probe.names == ("a", "b", "c")
 
 
 @pytest.mark.parametrize(
