@@ -63,9 +63,11 @@ class FusePass(GraphPass):
         forget_names(model.graph)  # earlier passes may have added names
         rules, steps = self._selected()
         rule_set = RuleSet(rules, max_rounds=self.max_rounds)
-        for _ in range(self.max_rounds):
+        for iteration in range(self.max_rounds):
             run = rule_set.apply(model.graph)
             self.stats.update(run.applied)
+            if iteration > 0 and not run.applied:
+                break  # the steps already ran on exactly this graph
             removed = 0
             for step in steps:
                 count = step.run(model)
