@@ -5,11 +5,19 @@ Steps of :func:`benchmark`:
 1. Load the model (path or ``zoo:NAME``), make deterministic inputs
    (``random_inputs(model, seed=seed, batch_size=batch_size)``) and the fp32 reference outputs
    from the oracle (onnxruntime, graph optimizations off).
-2. Build and activate the runner; ``compile_seconds`` is session creation / compilation alone.
-3. Time synchronous inference with :func:`graphopt.backends.timing.measure`: the first call
-   apart (``first_inference_ms``), warm-up to steady state, then every call timed; sync
-   throughput = batch / median latency. A measured energy meter (RAPL, NVML) brackets this
-   phase when one is readable, counting every inference in it.
+2. For each of ``sessions`` fresh runner sessions (default :data:`DEFAULT_SESSIONS`): build and
+   activate the runner (``compile_seconds`` is session creation / compilation alone), then time
+   synchronous inference with :func:`graphopt.backends.timing.measure` on that session's share
+   of the budget (:meth:`~graphopt.backends.timing.TimingConfig.split`): the first call apart,
+   warm-up to steady state, then every call timed. The session is a random effect (memory
+   layout, thread placement, stream set-up shift all its latencies), so the sessions' samples
+   are pooled with their session ids and the CI of the median is the two-level bootstrap over
+   sessions (:func:`graphopt.backends.timing.combine_sessions`). ``compile_seconds`` and
+   ``first_inference_ms`` are the first session's (every session's compile time is kept in
+   ``compile_seconds_sessions``); sync throughput = batch / pooled median latency.
+3. The last session only (their cost is not multiplied): a measured energy meter (RAPL, NVML)
+   brackets its timed phase when one is readable, counting every inference in it; then steps
+   4 and 5 run on it.
 4. Concurrent throughput with :func:`~graphopt.backends.timing.measure_concurrent` through the
    runner's ``submit``/``wait_all`` (OpenVINO async requests, a thread pool for ORT), when the
    runner supports it.
@@ -19,8 +27,9 @@ Steps of :func:`benchmark`:
    :class:`~graphopt.backends.energy.ModelEnergyEstimator` on the model's cost at the precision
    run, with ``source`` saying which (and ``energy_fallback`` why no meter was used).
 
-Every result also records how many cores other processes kept busy during the timed phase
-(``background_cores_busy``, from /proc/stat) and warns above :data:`BACKGROUND_LOAD_WARNING`.
+Every result also records how many cores other processes kept busy during the timed phases
+(``background_cores_busy``, from /proc/stat, averaged over the sessions' timed phases) and warns
+above :data:`BACKGROUND_LOAD_WARNING`.
 """
 
 from __future__ import annotations
@@ -38,13 +47,20 @@ import numpy as np
 from graphopt.backends.base import Runner
 from graphopt.backends.registry import BACKENDS, BackendSpec, create_runner, parse_backend
 from graphopt.backends.stats import CV_WARNING, is_noisy, throughput_from_latency
-from graphopt.backends.timing import TimingConfig, TimingResult, measure, measure_concurrent
+from graphopt.backends.timing import (
+    TimingConfig,
+    TimingResult,
+    combine_sessions,
+    measure,
+    measure_concurrent,
+)
 from graphopt.errors import GraphoptError
 
 __all__ = [
     "FidelityTolerance",
     "FIDELITY_TOLERANCES",
     "DEFAULT_TIMING",
+    "DEFAULT_SESSIONS",
     "BenchmarkResult",
     "benchmark",
     "judge_fidelity",
@@ -57,6 +73,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMING = TimingConfig()
+DEFAULT_SESSIONS = 3
+"""Fresh runner sessions a benchmark's timed budget is split over (see the module docstring)."""
 BACKGROUND_LOAD_WARNING = 0.25
 """Cores kept busy by other processes during the timed phase above which a result is flagged."""
 
@@ -144,6 +162,11 @@ class BenchmarkResult:
     environment: dict
     warnings: list[str]
     background_cores_busy: float | None = None
+    compile_seconds_sessions: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def sessions(self) -> int:
+        return max(1, len(self.compile_seconds_sessions))
 
     @property
     def first_inference_ms(self) -> float:
@@ -161,7 +184,9 @@ class BenchmarkResult:
             "requested_precision": self.requested_precision,
             "batch_size": self.batch_size,
             "seed": self.seed,
+            "sessions": self.sessions,
             "compile_seconds": self.compile_seconds,
+            "compile_seconds_sessions": self.compile_seconds_sessions,
             "first_inference_ms": self.first_inference_ms,
             "latency": self.timing.to_dict(include_samples=include_samples),
             "stats": self.stats.to_dict(),
@@ -199,6 +224,16 @@ def cpu_clocks() -> tuple[float, float, float] | None:
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
     busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
     return time.perf_counter(), busy, time.process_time()
+
+
+def _mean_other_cores_busy(readings: list[tuple]) -> float | None:
+    """:func:`other_cores_busy` over several (before, after) periods, weighted by their length."""
+    values = [(other_cores_busy(b, a), a[0] - b[0]) for b, a in readings
+              if b is not None and a is not None]
+    values = [(v, w) for v, w in values if v is not None]
+    if not values:
+        return None
+    return sum(v * w for v, w in values) / sum(w for _, w in values)
 
 
 def other_cores_busy(before, after) -> float | None:
@@ -270,6 +305,7 @@ def benchmark(
     backend_spec: str | BackendSpec,
     *,
     config: TimingConfig = DEFAULT_TIMING,
+    sessions: int = DEFAULT_SESSIONS,
     batch_size: int = 1,
     threads: int | None = None,
     energy: str = "auto",
@@ -280,10 +316,12 @@ def benchmark(
 ) -> BenchmarkResult:
     """Measure ``model_spec`` on ``backend_spec`` (steps in the module docstring).
 
-    ``energy`` is ``auto`` (a measured meter if readable, else the model), ``rapl``/``nvml``
-    (that meter or an error), ``model`` or ``none``. ``concurrent_seconds`` defaults to
-    ``config.min_seconds``; 0 skips the concurrent phase. A measured meter first records
-    ``energy_baseline_seconds`` of idle power, subtracted from the reading.
+    ``config`` is the whole timed budget, split evenly over ``sessions`` fresh runner sessions
+    (1 measures a single session). ``energy`` is ``auto`` (a measured meter if readable, else
+    the model), ``rapl``/``nvml`` (that meter or an error), ``model`` or ``none``.
+    ``concurrent_seconds`` defaults to ``config.min_seconds``; 0 skips the concurrent phase. A
+    measured meter first records ``energy_baseline_seconds`` of idle power, subtracted from
+    the reading.
     """
     from graphopt import oracle
     from graphopt.backends.environment import capture_environment
@@ -294,6 +332,8 @@ def benchmark(
     spec = parse_backend(backend_spec) if isinstance(backend_spec, str) else backend_spec
     if batch_size < 1:
         raise GraphoptError(f"batch size must be >= 1, got {batch_size}")
+    if sessions < 1:
+        raise GraphoptError(f"sessions must be >= 1, got {sessions}")
     model = resolve_model(model_spec)
     path = model_file(model_spec)
     feed = random_inputs(model, seed=seed, batch_size=batch_size)
@@ -306,47 +346,55 @@ def benchmark(
     cost = model_cost(model)
     device = BACKENDS[spec.name].device
     meter, meter_reasons = _pick_meter(energy, device)
-    runner = create_runner(spec, path, threads=threads, batch_size=batch_size)
-    if progress is not None:
-        progress("compile", 0.0)
+    session_config = config.split(sessions)
+    runs: list[TimingResult] = []
+    compile_times: list[float] = []
+    load_periods: list[tuple] = []
+    measured = (None, meter_reasons)
     try:
-        runner.activate()
-    except GraphoptError:
-        raise
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GraphoptError(f"{spec} cannot run {model_spec}: {text}") from exc
-    try:
-        if progress is not None:
-            progress("compile", 1.0)
-        calls = [0]
+        for index in range(sessions):
+            last = index == sessions - 1
 
-        def call() -> None:
-            runner.infer(feed)
-            calls[0] += 1
+            def report(phase: str, fraction: float, index=index) -> None:
+                if progress is not None:
+                    progress(phase, (index + fraction) / sessions)
 
-        if meter is not None and energy_baseline_seconds > 0:
-            meter.idle_baseline(energy_baseline_seconds)
-        if meter is not None:
-            meter.start()
-        clocks = cpu_clocks()
-        timing = measure(call, config,
-                         progress=None if progress is None else lambda f: progress("measure", f))
-        background = other_cores_busy(clocks, cpu_clocks())
-        measured = (meter.stop(calls[0] * batch_size) if meter is not None else None,
-                    meter_reasons)
-        seconds = config.min_seconds if concurrent_seconds is None else concurrent_seconds
-        concurrent, concurrent_method = _measure_concurrent(runner, feed, seconds, batch_size,
-                                                            progress)
-        if progress is not None:
-            progress("fidelity", 0.0)
-        fidelity = compare_outputs(reference, runner.infer(feed))
-        precision, settings = runner.precision, dict(runner.settings)
-        compile_seconds = runner.compile_seconds
+            runner = _activate(spec, path, model_spec, threads, batch_size, report)
+            try:
+                calls = [0]
+
+                def call(runner=runner, calls=calls) -> None:
+                    runner.infer(feed)
+                    calls[0] += 1
+
+                metered = meter if last else None
+                if metered is not None and energy_baseline_seconds > 0:
+                    metered.idle_baseline(energy_baseline_seconds)
+                if metered is not None:
+                    metered.start()
+                before = cpu_clocks()
+                runs.append(measure(call, session_config,
+                                    progress=None if progress is None
+                                    else lambda f, report=report: report("measure", f)))
+                load_periods.append((before, cpu_clocks()))
+                if metered is not None:
+                    measured = (metered.stop(calls[0] * batch_size), meter_reasons)
+                compile_times.append(runner.compile_seconds)
+                if last:
+                    seconds = (config.min_seconds if concurrent_seconds is None
+                               else concurrent_seconds)
+                    concurrent, concurrent_method = _measure_concurrent(
+                        runner, feed, seconds, batch_size, report)
+                    report("fidelity", 0.0)
+                    fidelity = compare_outputs(reference, runner.infer(feed))
+                    precision, settings = runner.precision, dict(runner.settings)
+            finally:
+                runner.deactivate()
     finally:
-        runner.deactivate()
         if meter is not None:
             meter.close()
+    timing = combine_sessions(runs, config)
+    background = _mean_other_cores_busy(load_periods)
     ok, failures = judge_fidelity(fidelity, precision)
     reading, fallback = _energy(energy, device, cost, precision, batch_size, measured)
     warnings = _warnings(spec, precision, timing, ok, failures, background)
@@ -360,7 +408,7 @@ def benchmark(
         requested_precision=spec.precision,
         batch_size=batch_size,
         seed=seed,
-        compile_seconds=compile_seconds,
+        compile_seconds=compile_times[0],
         timing=timing,
         throughput_sync=throughput_from_latency(timing.stats, batch_size),
         throughput_concurrent=concurrent,
@@ -376,7 +424,24 @@ def benchmark(
         environment=environment,
         warnings=warnings,
         background_cores_busy=background,
+        compile_seconds_sessions=compile_times,
     )
+
+
+def _activate(spec: BackendSpec, path: Path, model_spec, threads: int | None, batch_size: int,
+              report: Progress) -> Runner:
+    """A fresh, activated runner (one session); activation failures become one-line errors."""
+    runner = create_runner(spec, path, threads=threads, batch_size=batch_size)
+    report("compile", 0.0)
+    try:
+        runner.activate()
+    except GraphoptError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GraphoptError(f"{spec} cannot run {model_spec}: {text}") from exc
+    report("compile", 1.0)
+    return runner
 
 
 def _warnings(spec: BackendSpec, precision: str, timing: TimingResult, fidelity_ok: bool,

@@ -14,6 +14,13 @@
    after the call, so asynchronous device work is finished before the clock stops. Every raw
    sample is kept, in microseconds, and summarised by :func:`graphopt.backends.stats.summarize`.
 
+Sessions: a runner session (memory layout, thread placement, a runtime's stream set-up) shifts
+every latency it produces, so samples of one session understate run-to-run variation. A
+benchmark over several sessions splits its budget with :meth:`TimingConfig.split`, runs
+:func:`measure` once per session (each with its own first call and warm-up) and pools the
+results with :func:`combine_sessions`, whose statistics use the two-level bootstrap of
+:func:`graphopt.backends.stats.summarize` with the session as the group.
+
 :func:`measure_concurrent` measures the throughput of an asynchronous, many-requests-in-flight
 mode, where per-call latency is not meaningful.
 """
@@ -22,14 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .stats import LatencyStats, summarize
 
-__all__ = ["TimingConfig", "TimingResult", "measure", "measure_concurrent"]
+__all__ = ["TimingConfig", "TimingResult", "combine_sessions", "measure", "measure_concurrent"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +75,32 @@ class TimingConfig:
         if self.warmup_tolerance <= 0:
             raise ValueError(f"warmup_tolerance must be > 0, got {self.warmup_tolerance}")
 
+    def split(self, sessions: int) -> TimingConfig:
+        """The share of one of ``sessions`` sessions of the timed budget: ``min_seconds``
+        divided evenly, ``min_iterations`` and ``max_iterations`` rounded up (the sessions
+        together time at least as much as this config). The warm-up settings are per session
+        and stay as they are."""
+        if sessions < 1:
+            raise ValueError(f"sessions must be >= 1, got {sessions}")
+        if sessions == 1:
+            return self
+        return dataclasses.replace(
+            self,
+            min_seconds=self.min_seconds / sessions,
+            min_iterations=math.ceil(self.min_iterations / sessions),
+            max_iterations=math.ceil(self.max_iterations / sessions),
+        )
+
 
 @dataclasses.dataclass
 class TimingResult:
-    """Raw samples and summary of one :func:`measure` run."""
+    """Raw samples and summary of one :func:`measure` run, or of several sessions' runs
+    pooled by :func:`combine_sessions`.
+
+    ``samples_session`` gives each sample's session (``None`` for a single run) and
+    ``sessions`` the per-session runs; ``first_call_us`` is the first session's, the warm-up
+    figures and ``wall_seconds`` add up over the sessions and ``steady`` holds for all of them.
+    """
 
     samples_us: np.ndarray
     warmup_iterations: int
@@ -80,6 +110,8 @@ class TimingResult:
     stats: LatencyStats
     wall_seconds: float
     config: TimingConfig = dataclasses.field(default_factory=TimingConfig)
+    samples_session: np.ndarray | None = None
+    sessions: list[TimingResult] = dataclasses.field(default_factory=list)
 
     def to_dict(self, include_samples: bool = True) -> dict:
         """JSON-ready dict; ``include_samples=False`` drops the raw samples."""
@@ -93,8 +125,23 @@ class TimingResult:
             "config": dataclasses.asdict(self.config),
             "stats": self.stats.to_dict(),
         }
+        if self.sessions:
+            data["sessions"] = [
+                {
+                    "session": index,
+                    "n": run.stats.n,
+                    "p50_us": run.stats.p50,
+                    "first_call_us": run.first_call_us,
+                    "warmup_iterations": run.warmup_iterations,
+                    "steady": run.steady,
+                    "config": dataclasses.asdict(run.config),
+                }
+                for index, run in enumerate(self.sessions)
+            ]
         if include_samples:
             data["samples_us"] = [float(s) for s in self.samples_us]
+            if self.samples_session is not None:
+                data["samples_session"] = [int(g) for g in self.samples_session]
         return data
 
 
@@ -130,6 +177,40 @@ def measure(
         stats=summarize(samples_us),
         wall_seconds=(clock() - wall_start) / 1e9,
         config=config,
+    )
+
+
+def combine_sessions(runs: Sequence[TimingResult], config: TimingConfig) -> TimingResult:
+    """Pool the :func:`measure` runs of several sessions (in order) into one result.
+
+    Every sample is kept, with its session index in ``samples_session``; the statistics are
+    over all samples, the CI of the median is the two-level bootstrap over sessions (see
+    :mod:`graphopt.backends.stats`). ``config`` is the whole benchmark's budget. A single run
+    keeps its statistics (one group is the flat bootstrap).
+    """
+    if not runs:
+        raise ValueError("no session runs to combine")
+    if len(runs) == 1:
+        (run,) = runs
+        return dataclasses.replace(
+            run, config=config, samples_session=np.zeros(run.samples_us.size, dtype=np.int64),
+            sessions=[run],
+        )
+    samples = np.concatenate([run.samples_us for run in runs])
+    session = np.concatenate(
+        [np.full(run.samples_us.size, index, dtype=np.int64) for index, run in enumerate(runs)]
+    )
+    return TimingResult(
+        samples_us=samples,
+        warmup_iterations=sum(run.warmup_iterations for run in runs),
+        warmup_seconds=sum(run.warmup_seconds for run in runs),
+        first_call_us=runs[0].first_call_us,
+        steady=all(run.steady for run in runs),
+        stats=summarize(samples, groups=session),
+        wall_seconds=sum(run.wall_seconds for run in runs),
+        config=config,
+        samples_session=session,
+        sessions=list(runs),
     )
 
 

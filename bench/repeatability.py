@@ -1,12 +1,14 @@
 """How repeatable is ``graphopt bench``? Run the same benchmark N times and compare the runs.
 
 Each round benchmarks the model once on every backend (interleaved, so slow drift of the
-machine affects all backends alike); every run builds a fresh runner. For each backend the
-script reports:
+machine affects all backends alike); every run builds fresh runners, ``--sessions`` of them
+(default: ``graphopt bench``'s), with the run's budget split over them, so the figures describe
+the method ``graphopt bench`` uses. For each backend the script reports:
 
 - the run medians: min, max, spread ``max/min - 1`` and their coefficient of variation;
 - ``pairs_in_ci``: over all ordered pairs of runs (i, j), i != j, the share where the median
-  of run i lies inside the 95% bootstrap CI of run j's median. If the runs measured the same
+  of run i lies inside the 95% bootstrap CI of run j's median (two-level over the sessions
+  when there are several). If the runs measured the same
   quantity and the CIs were calibrated this would be high (the CI of a median covers the true
   median 95% of the time; two independent medians fall in each other's CI less often, roughly
   83% of pairs for CIs of equal width);
@@ -23,7 +25,7 @@ repeated for the quiet runs only (other load at most ``BACKGROUND_LOAD_WARNING``
 Usage::
 
     .venv/bin/python bench/repeatability.py      # zoo:squeezenet on ort-cpu and openvino-cpu
-    .venv/bin/python bench/repeatability.py --repeats 10 --duration 0.5 \\
+    .venv/bin/python bench/repeatability.py --repeats 10 --duration 0.5 --sessions 1 \\
         --model zoo:resnet50 --backend ort-cpu,openvino-cpu:f32 --json out.json
 """
 
@@ -41,6 +43,7 @@ from rich.table import Table
 
 from graphopt.backends.benchmark import (
     BACKGROUND_LOAD_WARNING,
+    DEFAULT_SESSIONS,
     benchmark,
     cpu_clocks,
     other_cores_busy,
@@ -60,21 +63,23 @@ DEFAULT_MIN_ITERATIONS = 30
 
 
 def repeat(model: str, backends: str, *, repeats: int, config: TimingConfig,
-           threads: int | None = None) -> dict[str, list[dict]]:
+           sessions: int = DEFAULT_SESSIONS, threads: int | None = None) -> dict[str, list[dict]]:
     """``repeats`` rounds of one benchmark per backend; per backend, each run's key figures."""
     specs = parse_backend_list(backends)
     runs: dict[str, list[dict]] = {str(spec): [] for spec in specs}
     for round_index in range(repeats):
         for spec in specs:
             before = cpu_clocks()
-            result = benchmark(model, spec, config=config, threads=threads, energy="none",
-                               concurrent_seconds=0)
+            result = benchmark(model, spec, config=config, sessions=sessions, threads=threads,
+                               energy="none", concurrent_seconds=0)
             after = cpu_clocks()
             stats = result.stats
             runs[str(spec)].append({
                 "round": round_index,
                 "precision": result.precision,
                 "n": stats.n,
+                "sessions": stats.n_groups,
+                "session_medians_us": [run.stats.p50 for run in result.timing.sessions],
                 "median_us": stats.p50,
                 "ci_low_us": stats.median_ci_low,
                 "ci_high_us": stats.median_ci_high,
@@ -138,6 +143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION,
                         help="minimum seconds of timed inference per run")
     parser.add_argument("--min-iterations", type=int, default=DEFAULT_MIN_ITERATIONS)
+    parser.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS,
+                        help="runner sessions per run, as `graphopt bench --sessions`")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write runs and summaries here")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -150,11 +157,13 @@ def main(argv: list[str] | None = None) -> dict:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.repeats < 2:
         raise SystemExit("--repeats must be >= 2 to compare runs")
+    if args.sessions < 1:
+        raise SystemExit("--sessions must be >= 1")
     config = TimingConfig(min_iterations=args.min_iterations, min_seconds=args.duration,
                           warmup_max_seconds=max(1.0, 2 * args.duration))
     start = time.perf_counter()
     runs = repeat(args.model, args.backend, repeats=args.repeats, config=config,
-                  threads=args.threads)
+                  sessions=args.sessions, threads=args.threads)
     summaries = {name: summarize_runs(r) for name, r in runs.items()}
     quiet_runs = {name: [r for r in rs if (r["other_cores_busy"] or 0.0) <= BACKGROUND_LOAD_WARNING]
                   for name, rs in runs.items()}
@@ -162,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "model": args.model,
         "repeats": args.repeats,
+        "sessions": args.sessions,
         "timing_config": {"min_iterations": args.min_iterations, "min_seconds": args.duration},
         "wall_seconds": time.perf_counter() - start,
         "summaries": summaries,
@@ -174,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     if quiet:
         console.print(_table(quiet, runs, f"runs with other load <= {BACKGROUND_LOAD_WARNING}"
                                           " cores"))
-    console.print(f"{args.model}, {args.repeats} rounds, {report['wall_seconds']:.0f} s")
+    console.print(f"{args.model}, {args.repeats} rounds of {args.sessions} session(s),"
+                  f" {report['wall_seconds']:.0f} s")
     if args.json is not None:
         from graphopt.cli.formatting import write_json_atomically
 

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from graphopt import __version__
+from graphopt.backends.benchmark import DEFAULT_SESSIONS
 from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_backend_list
 from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
 from graphopt.errors import BackendUnavailableError, GraphoptError
@@ -115,6 +116,10 @@ def bench(
              " phase).", min=0.0)] = DEFAULT_DURATION,
     min_iterations: Annotated[int, typer.Option(
         help="Minimum timed inferences per model and backend.", min=1)] = DEFAULT_MIN_ITERATIONS,
+    sessions: Annotated[int, typer.Option(
+        help="Fresh runner sessions the timed budget is split over; the median's CI then"
+             " resamples sessions too, since each session shifts every latency it produces."
+             " 1 measures one session.", min=1)] = DEFAULT_SESSIONS,
     batch_size: Annotated[int, typer.Option(help="Inferences per call.", min=1)] = 1,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for backends with a thread setting (default: the runtime's).",
@@ -154,8 +159,9 @@ def bench(
 
                 try:
                     results.append(benchmark(
-                        model, spec, config=config, batch_size=batch_size, threads=threads,
-                        energy=energy, seed=seed, concurrent_seconds=duration, progress=report,
+                        model, spec, config=config, sessions=sessions, batch_size=batch_size,
+                        threads=threads, energy=energy, seed=seed, concurrent_seconds=duration,
+                        progress=report,
                     ))
                 except GraphoptError as exc:
                     if len(models) * len(specs) == 1:
@@ -169,7 +175,7 @@ def bench(
     if results:
         console.print(_table(results))
         console.print(_startup_table(results))
-        _print_notes(results)
+        _print_notes(results, sessions)
     if json_file is not None:
         from graphopt.cli.formatting import write_json_atomically
 
@@ -177,6 +183,7 @@ def bench(
             "graphopt_version": __version__,
             "command": "bench",
             "timing_config": dataclasses.asdict(config),
+            "sessions": sessions,
             "results": [r.to_dict() for r in results],
             "failures": failures,
         })
@@ -187,7 +194,7 @@ def bench(
                             f" {failures[0]['error']}")
 
 
-def _print_notes(results: list) -> None:
+def _print_notes(results: list, sessions: int) -> None:
     for r in results:
         for warning in r.warnings:
             err_console.print(f"[yellow]warning:[/] {r.model} on {r.backend}: {warning}",
@@ -200,7 +207,9 @@ def _print_notes(results: list) -> None:
         console.print(f"energy: modelled from the cost model, not measured{why}",
                       highlight=False, soft_wrap=True)
     console.print(
-        "latency: median/p99 of synchronous calls after steady-state warm-up; CI: 95%"
-        " bootstrap of the median; fidelity: against onnxruntime fp32 (optimizations off) on"
+        "latency: median/p99 of synchronous calls after steady-state warm-up, pooled over"
+        f" {sessions} runner session{'s' if sessions > 1 else ''}; CI: 95% bootstrap of the"
+        f" median{' resampling sessions, then calls within them' if sessions > 1 else ''};"
+        " fidelity: against onnxruntime fp32 (optimizations off) on"
         " the same inputs, judged at the precision run.", highlight=False, soft_wrap=True,
     )

@@ -15,7 +15,8 @@ from graphopt.verify import Fidelity, OutputFidelity
 FAST = TimingConfig(min_iterations=5, min_seconds=0.05, warmup_max_seconds=0.5)
 RESULT_KEYS = {
     "model", "backend", "precision", "requested_precision", "batch_size", "seed",
-    "compile_seconds", "first_inference_ms", "latency", "stats", "throughput", "energy",
+    "sessions", "compile_seconds", "compile_seconds_sessions", "first_inference_ms", "latency",
+    "stats", "throughput", "energy",
     "energy_fallback", "fidelity", "fidelity_ok", "settings", "cost", "environment", "warnings",
     "background_cores_busy",
 }
@@ -44,6 +45,39 @@ def test_result_dict_has_every_section(ort_result):
     assert data["environment"]["extra"]["runner_settings"]["providers"] == ["CPUExecutionProvider"]
     assert data["cost"]["macs"] > 0
     assert "samples_us" not in ort_result.to_dict(include_samples=False)["latency"]
+
+
+def test_default_splits_the_budget_over_three_sessions(ort_result):
+    data = ort_result.to_dict()
+    assert data["sessions"] == 3 == data["stats"]["n_groups"]
+    assert sorted(set(data["latency"]["samples_session"])) == [0, 1, 2]
+    assert len(data["latency"]["samples_session"]) == len(data["latency"]["samples_us"])
+    assert data["compile_seconds"] == data["compile_seconds_sessions"][0]
+    assert data["latency"]["config"]["min_seconds"] == FAST.min_seconds  # the whole budget
+
+
+def test_two_sessions_record_two_session_ids_and_compile_times():
+    result = benchmark("zoo:tiny_cnn", "ort-cpu", config=FAST, sessions=2, energy="none",
+                       concurrent_seconds=0)
+    data = result.to_dict()
+    assert data["sessions"] == 2 and data["stats"]["n_groups"] == 2
+    assert sorted(set(data["latency"]["samples_session"])) == [0, 1]
+    assert len(data["compile_seconds_sessions"]) == 2
+    assert all(seconds > 0 for seconds in data["compile_seconds_sessions"])
+    assert data["first_inference_ms"] == data["latency"]["sessions"][0]["first_call_us"] / 1e3
+    per_session = [s["n"] for s in data["latency"]["sessions"]]
+    assert all(n >= 3 for n in per_session)  # ceil(5 / 2) each
+    assert sum(per_session) == data["stats"]["n"]
+    assert "two-level" in data["stats"]["median_ci"]
+
+
+def test_one_session_is_a_flat_interval():
+    result = benchmark("zoo:mlp", "ort-cpu", config=FAST, sessions=1, energy="none",
+                       concurrent_seconds=0)
+    assert result.sessions == 1 and result.stats.n_groups == 1
+    assert set(result.to_dict()["latency"]["samples_session"]) == {0}
+    with pytest.raises(GraphoptError, match="sessions"):
+        benchmark("zoo:mlp", "ort-cpu", config=FAST, sessions=0)
 
 
 def test_ort_fp32_fidelity_is_ok(ort_result):

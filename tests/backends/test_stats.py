@@ -1,8 +1,11 @@
-"""Latency statistics: percentile definition by hand, bootstrap CI of the median, errors."""
+"""Latency statistics: percentile definition by hand, bootstrap CI of the median (flat and
+two-level over sessions), errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from graphopt.backends.stats import (
     CV_WARNING,
     LatencyStats,
     _bootstrap_medians,
+    _cluster_bootstrap_medians,
     is_noisy,
     summarize,
     throughput_from_latency,
@@ -105,3 +109,97 @@ def test_to_dict_has_fields_and_definitions():
         assert field in data
     assert data["unit"] == "us"
     assert "Hyndman-Fan type 7" in data["percentile_method"]
+
+
+def _width(stats: LatencyStats) -> float:
+    return stats.median_ci_high - stats.median_ci_low
+
+
+def _sessions(centres, n=2000, sd=5.0, seed=0):
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate([rng.normal(c, sd, n) for c in centres])
+    return samples, np.repeat(np.arange(len(centres)), n)
+
+
+def test_two_level_ci_covers_the_spread_between_sessions():
+    samples, groups = _sessions([100.0, 110.0, 120.0])
+    flat = summarize(samples)
+    nested = summarize(samples, groups=groups)
+    # Same percentiles, mean and std: only the interval of the median changes.
+    assert dataclasses.replace(nested, median_ci_low=0, median_ci_high=0, n_groups=1) == (
+        dataclasses.replace(flat, median_ci_low=0, median_ci_high=0))
+    assert nested.n_groups == 3 and flat.n_groups == 1
+    assert _width(flat) < 1.0  # 6000 samples pin the pooled median down...
+    # ...but another set of three sessions could have been centred anywhere near 100-120.
+    assert _width(nested) > 10 * _width(flat)
+    assert nested.median_ci_low < 108.0 and nested.median_ci_high > 112.0
+    assert 99.0 < nested.median_ci_low <= nested.p50 <= nested.median_ci_high < 121.0
+
+
+def test_two_level_ci_near_flat_when_sessions_do_not_differ():
+    # Identical draws in every session: no session effect to add. The two levels count the
+    # sampling noise about twice (up to ~sqrt(2) wider; module docstring), no more.
+    samples, groups = _sessions([100.0, 100.0, 100.0], sd=10.0, seed=4)
+    ratio = _width(summarize(samples, groups=groups)) / _width(summarize(samples))
+    assert 0.8 < ratio < 1.8
+
+
+def test_two_level_ci_is_deterministic_with_seed():
+    samples, groups = _sessions([100.0, 103.0, 101.0], n=300)
+    first = summarize(samples, groups=groups, seed=5)
+    assert first == summarize(samples, groups=groups, seed=5)
+    assert summarize(samples, groups=groups, seed=6) != first
+    assert summarize(samples, groups=list(groups), seed=5) == first
+    # Group ids are labels: other values in the same order give the same interval.
+    assert summarize(samples, groups=np.array(["a", "b", "c"])[groups], seed=5) == first
+
+
+def test_one_group_is_the_flat_interval():
+    samples = np.random.default_rng(2).lognormal(6.0, 0.3, 400)
+    assert summarize(samples, groups=np.zeros(400)) == summarize(samples)
+
+
+@pytest.mark.parametrize("sizes", [(3, 3, 3), (2, 2), (1, 2, 4)])
+def test_two_level_bootstrap_matches_resampling(sizes):
+    # Oracle: draw groups with replacement, then each drawn group's samples with replacement,
+    # pool and take np.median; the exact search must give the same distribution.
+    rng = np.random.default_rng(11)
+    values = [np.sort(rng.integers(0, 6, size) * 1.0 + 3 * g) for g, size in enumerate(sizes)]
+    x = np.concatenate(values)
+    codes = np.concatenate([np.full(size, g) for g, size in enumerate(sizes)])
+    order = np.argsort(x, kind="stable")
+    fast = _cluster_bootstrap_medians(x[order], codes[order], seed=0, resamples=100_000)
+    resamples, groups, widest = 100_000, len(sizes), max(sizes)
+    padded = np.full((groups, widest), np.nan)
+    for g, v in enumerate(values):
+        padded[g, : v.size] = v
+    oracle = np.random.default_rng(1)
+    drawn = oracle.integers(0, groups, size=(resamples, groups))
+    size = np.asarray(sizes)[drawn][:, :, None]
+    within = (oracle.random((resamples, groups, widest)) * size).astype(np.int64)
+    picked = padded[drawn[:, :, None], within]
+    picked[np.arange(widest)[None, None, :] >= size] = np.nan  # a group draws its size only
+    slow = np.nanmedian(picked.reshape(resamples, -1), axis=1)
+    support = np.union1d(np.unique(fast), np.unique(slow))
+    fast_freq = np.array([(fast == v).mean() for v in support])
+    slow_freq = np.array([(slow == v).mean() for v in support])
+    np.testing.assert_allclose(fast_freq, slow_freq, atol=0.008)
+
+
+def test_two_level_bootstrap_is_fast():
+    samples, groups = _sessions([1000.0, 1100.0, 1200.0], n=5000, sd=50.0)
+    start = time.perf_counter()
+    summarize(samples, groups=groups, bootstrap=2000)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_groups_must_match_samples():
+    with pytest.raises(ValueError, match="groups"):
+        summarize([1.0, 2.0, 3.0], groups=[0, 1])
+
+
+def test_to_dict_names_the_two_level_interval():
+    samples, groups = _sessions([100.0, 110.0], n=50)
+    data = summarize(samples, groups=groups).to_dict()
+    assert data["n_groups"] == 2 and "two-level" in data["median_ci"]
+    assert summarize(samples).to_dict()["n_groups"] == 1

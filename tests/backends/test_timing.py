@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from graphopt.backends.timing import TimingConfig, measure, measure_concurrent
+from graphopt.backends.timing import TimingConfig, combine_sessions, measure, measure_concurrent
 
 MS = 1_000_000  # ns
 
@@ -177,3 +177,47 @@ def test_measure_concurrent_counts_only_drained_requests():
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         TimingConfig(**kwargs)
+
+
+def test_split_divides_the_timed_budget_over_sessions():
+    config = TimingConfig(min_iterations=50, min_seconds=2.0, max_iterations=1000,
+                          warmup_max_seconds=3.0)
+    share = config.split(3)
+    assert share.min_seconds == pytest.approx(2.0 / 3)
+    assert (share.min_iterations, share.max_iterations) == (17, 334)  # rounded up
+    assert share.warmup_max_seconds == 3.0  # every session warms up in full
+    assert config.split(1) is config
+    with pytest.raises(ValueError):
+        config.split(0)
+
+
+def test_combine_sessions_pools_samples_with_their_session():
+    config = TimingConfig(min_iterations=4, min_seconds=0.0)
+    runs = []
+    for first, steady in ((5 * MS, MS), (7 * MS, 2 * MS)):
+        clock = FakeClock()
+        call = clock.work(lambda i, first=first, steady=steady: first if i == 0 else steady)
+        runs.append(measure(call, config.split(2), clock=clock))
+    pooled = combine_sessions(runs, config)
+    np.testing.assert_array_equal(pooled.samples_us, [1000.0, 1000.0, 2000.0, 2000.0])
+    np.testing.assert_array_equal(pooled.samples_session, [0, 0, 1, 1])
+    assert pooled.first_call_us == pytest.approx(5000.0)  # the first session's
+    assert pooled.warmup_iterations == runs[0].warmup_iterations + runs[1].warmup_iterations
+    assert pooled.stats.n == 4 and pooled.stats.n_groups == 2
+    assert pooled.config == config
+    data = pooled.to_dict()
+    assert data["samples_session"] == [0, 0, 1, 1]
+    assert [s["first_call_us"] for s in data["sessions"]] == pytest.approx([5000.0, 7000.0])
+    assert data["sessions"][0]["config"]["min_iterations"] == 2
+    assert "samples_session" not in pooled.to_dict(include_samples=False)
+
+
+def test_combine_one_session_keeps_its_statistics():
+    clock = FakeClock()
+    run = measure(clock.work(lambda i: MS + i * 1000), TimingConfig(min_iterations=9,
+                                                                     min_seconds=0.0), clock=clock)
+    pooled = combine_sessions([run], run.config)
+    assert pooled.stats == run.stats
+    assert pooled.to_dict()["samples_session"] == [0] * 9
+    with pytest.raises(ValueError):
+        combine_sessions([], run.config)

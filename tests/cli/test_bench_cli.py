@@ -24,8 +24,24 @@ def test_bench_writes_json_and_prints_the_table(tmp_path, run_cli):
     assert result["backend"] == "ort-cpu" and result["precision"] == "fp32"
     assert result["fidelity_ok"] is True
     assert result["latency"]["config"]["min_seconds"] == 0.2
+    assert result["sessions"] == 3 and data["sessions"] == 3  # the default
     assert "zoo:tiny_cnn" in stdout and "ort-cpu" in stdout and "fp32" in stdout
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_bench_sessions_option(tmp_path, run_cli):
+    out = tmp_path / "out.json"
+    code, stdout, err = run_cli("bench", "zoo:tiny_cnn", "--backend", "ort-cpu", *BENCH_FAST,
+                                "--sessions", "2", "--energy", "none", "--json", str(out))
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["sessions"] == 2
+    (result,) = data["results"]
+    assert result["sessions"] == 2 and len(result["compile_seconds_sessions"]) == 2
+    assert sorted(set(result["latency"]["samples_session"])) == [0, 1]
+    assert "2 runner sessions" in stdout
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", "--sessions", "0")
+    assert code == 2 and "--sessions" in err
 
 
 def test_bench_several_backends_and_threads(tmp_path, run_cli):
