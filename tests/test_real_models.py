@@ -1,0 +1,48 @@
+"""The trained models in ../shared/models through the lossless pipeline (skipped without them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import numpy_helper
+
+from graphopt.model_io import load_model
+from graphopt.pipeline import Pipeline
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
+# Fewest nodes of onnxsim / onnxslim / onnxscript / ORT basic (bench/fusion_nodes.py).
+BEST_PEER_NODES = {"superres-10": 10, "ultraface-rfb320": 124}
+
+
+def _model_path(folder: str) -> Path:
+    paths = sorted((SHARED / folder).glob("*.onnx"))
+    if not paths:
+        pytest.skip(f"{SHARED / folder} is not here (the shared models sit beside the checkout)")
+    return paths[0]
+
+
+@pytest.mark.parametrize("folder", sorted(BEST_PEER_NODES))
+def test_lossless_on_real_models(folder):
+    model = load_model(_model_path(folder))
+    report = Pipeline.from_preset("lossless").run(model)
+    assert report.fidelity.max_rel <= 1e-4
+    assert report.output_cost.nodes <= BEST_PEER_NODES[folder]
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+
+
+def test_superres_on_its_real_photo():
+    path = _model_path("superres-10")
+    data = path.parent / "test_data_set_real"
+    image = numpy_helper.to_array(onnx.load_tensor(data / "input_0.pb"))
+    expected = numpy_helper.to_array(onnx.load_tensor(data / "output_0.pb"))
+    model = load_model(path)
+    report = Pipeline.from_preset("lossless").run(model, inputs={"input": image})
+    assert report.fidelity.max_rel <= 1e-4
+    from graphopt import oracle
+
+    (output,) = oracle.run_model(oracle.make_session(model), {"input": image}).values()
+    np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-5)
