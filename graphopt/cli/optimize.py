@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -61,28 +62,39 @@ def build_report(model: str, output: Path, report: PipelineReport, input_size: i
 
 def _stats_text(stats: dict[str, int]) -> str:
     shown = [f"{k} {v}" for k, v in stats.items() if v]
-    return ", ".join(shown) if shown else "-"
+    return ", ".join(shown) if shown else "no change"
+
+
+def _fidelity_cells(record) -> list[str]:
+    fidelity = record.fidelity
+    if fidelity is None:
+        return ["-", "-"]
+    sqnr = "inf" if math.isinf(fidelity.sqnr_db) else f"{fidelity.sqnr_db:.1f}"
+    return [f"{fidelity.max_rel:.1e}", sqnr]
 
 
 def _print_table(report: PipelineReport, verified: bool) -> None:
+    """One row per pass with the model after it (the first row is the input), then what
+    each pass changed."""
     table = Table(title="passes", title_justify="left")
-    for column in ("pass", "seconds", "nodes", "params", "MACs", "changes"):
-        table.add_column(column, justify="right" if column in ("seconds",) else "left")
+    columns = ["pass", "s", "nodes", "params", "MACs"]
     if verified:
-        table.add_column("fidelity")
+        columns += ["max rel err", "SQNR dB"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "pass" else "right", no_wrap=True)
+    start = report.input_cost
+    first = ["input", "", str(start.nodes), human_count(start.params), human_count(start.macs)]
+    table.add_row(*first, *(["", ""] if verified else []))
     for record in report.passes:
-        row = [
-            record.name,
-            f"{record.seconds:.3f}",
-            f"{record.before.nodes} -> {record.after.nodes}",
-            f"{human_count(record.before.params)} -> {human_count(record.after.params)}",
-            f"{human_count(record.before.macs)} -> {human_count(record.after.macs)}",
-            _stats_text(record.stats),
-        ]
+        after = record.after
+        row = [record.name, f"{record.seconds:.3f}", str(after.nodes),
+               human_count(after.params), human_count(after.macs)]
         if verified:
-            row.append(record.fidelity.summary() if record.fidelity else "-")
+            row += _fidelity_cells(record)
         table.add_row(*row)
     console.print(table)
+    for record in report.passes:
+        console.print(f"[bold]{record.name}[/]: {_stats_text(record.stats)}", highlight=False)
 
 
 def _print_explanations(report: PipelineReport) -> None:
