@@ -31,20 +31,6 @@ def _node_count(graph: ir.Graph) -> int:
 
 
 @register_step
-class CommonSubexpressions(GraphStep):
-    name = "cse"
-    description = "nodes with the same operator, inputs and attributes computed once"
-
-    def run(self, model: ir.Model) -> int:
-        before = _node_count(model.graph)
-        common_passes.CommonSubexpressionEliminationPass(size_limit=CSE_TENSOR_SIZE_LIMIT)(model)
-        removed = before - _node_count(model.graph)
-        if removed:
-            logger.debug("cse: %d node(s) removed", removed)
-        return max(removed, 0)
-
-
-@register_step
 class DuplicateInitializers(GraphStep):
     name = "dedupe_initializers"
     description = "initializers with equal dtype, shape and bytes stored once"
@@ -56,3 +42,17 @@ class DuplicateInitializers(GraphStep):
         if removed:
             logger.debug("dedupe_initializers: %d initializer(s) removed", removed)
         return removed
+
+
+@register_step
+class CommonSubexpressions(GraphStep):
+    name = "cse"
+    description = "nodes with the same operator, inputs and attributes computed once"
+
+    def run(self, model: ir.Model) -> int:
+        before = _node_count(model.graph)
+        common_passes.CommonSubexpressionEliminationPass(size_limit=CSE_TENSOR_SIZE_LIMIT)(model)
+        removed = before - _node_count(model.graph)
+        if removed:
+            logger.debug("cse: %d node(s) removed", removed)
+        return max(removed, 0)
