@@ -26,6 +26,7 @@ __all__ = [
     "resolve_model",
     "save_model",
     "model_size_bytes",
+    "stored_size_bytes",
     "iter_tensors",
     "has_external_data",
     "weight_bytes",
@@ -139,6 +140,30 @@ def weight_bytes(model: ir.Model) -> int:
 def model_size_bytes(model: ir.Model) -> int:
     """Approximate serialized size: weight bytes plus a small per-node overhead."""
     return weight_bytes(model) + 64 * sum(1 for _ in traversal.RecursiveGraphIterator(model.graph))
+
+
+def stored_size_bytes(spec: str | os.PathLike, model: ir.Model | None = None) -> int:
+    """Bytes on disk of the model ``spec`` names: the file, its ``.data`` sidecar and the
+    external data files ``model`` (loaded from ``spec``) refers to.
+
+    Models built in memory (generated zoo entries) report ``model_size_bytes``.
+    """
+    text = os.fspath(spec)
+    if text.startswith(ZOO_PREFIX):
+        from graphopt import zoo
+
+        name = text[len(ZOO_PREFIX) :]
+        if name in zoo.GENERATED_MODELS:
+            return model_size_bytes(model if model is not None else zoo.load(name))
+        path = zoo.path(name)
+    else:
+        path = Path(text)
+    tensors = iter_tensors(model) if model is not None else ()
+    external = {Path(t.path).resolve() for t in tensors if isinstance(t, ir.ExternalTensor)}
+    sidecar = path.with_name(f"{path.name}.data")
+    if sidecar.exists():
+        external.add(sidecar.resolve())
+    return path.stat().st_size + sum(p.stat().st_size for p in external if p.exists())
 
 
 def _needs_external_data(model: ir.Model, external_data: bool | None) -> bool:

@@ -13,7 +13,7 @@ from rich.table import Table
 from graphopt.cli.app import DebugOption, app, console, set_debug
 from graphopt.cli.formatting import human_count
 from graphopt.cost import model_cost
-from graphopt.model_io import model_size_bytes, resolve_model
+from graphopt.model_io import model_size_bytes, resolve_model, stored_size_bytes
 
 __all__ = ["inspect", "describe_model"]
 
@@ -25,8 +25,8 @@ def _value_info(value: ir.Value) -> dict:
     return {"name": value.name, "dtype": str(value.dtype) if value.dtype else None, "shape": shape}
 
 
-def describe_model(model: ir.Model) -> dict:
-    """The facts ``inspect`` shows, as a JSON-ready dict."""
+def describe_model(model: ir.Model, size_bytes: int | None = None) -> dict:
+    """The facts ``inspect`` shows, as a JSON-ready dict (size estimated unless given)."""
     cost = model_cost(model)
     initializers = model.graph.initializers
     histogram = Counter(
@@ -43,7 +43,7 @@ def describe_model(model: ir.Model) -> dict:
         "nodes": cost.nodes,
         "params": cost.params,
         "macs": cost.macs,
-        "size_bytes": model_size_bytes(model),
+        "size_bytes": model_size_bytes(model) if size_bytes is None else size_bytes,
     }
 
 
@@ -57,7 +57,8 @@ def inspect(
 ) -> None:
     """Show MODEL's opset, inputs and outputs, operator histogram, nodes, params, MACs, size."""
     set_debug(debug)
-    info = describe_model(resolve_model(model))
+    loaded = resolve_model(model)
+    info = describe_model(loaded, stored_size_bytes(model, loaded))
     if json_output:
         typer.echo(json.dumps(info, indent=2))
         return

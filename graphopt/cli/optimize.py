@@ -15,7 +15,12 @@ from graphopt.calibration import check_feed, load_npz
 from graphopt.cli.app import DebugOption, app, console, set_debug
 from graphopt.cli.formatting import human_count, write_json_atomically
 from graphopt.errors import GraphoptError
-from graphopt.model_io import ZOO_PREFIX, resolve_model, save_model
+from graphopt.model_io import (
+    ZOO_PREFIX,
+    resolve_model,
+    save_model,
+    stored_size_bytes,
+)
 from graphopt.pipeline import DEFAULT_PRESET, Pipeline, PipelineReport
 
 __all__ = ["optimize", "build_report"]
@@ -28,22 +33,6 @@ def _default_output(model: str) -> Path:
     return path.with_name(f"{path.stem}.opt.onnx")
 
 
-def _files_size(path: Path) -> int:
-    data = path.with_name(f"{path.name}.data")
-    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
-
-
-def _input_size(model: str, estimated: int) -> int:
-    if model.startswith(ZOO_PREFIX):
-        from graphopt import zoo
-
-        name = model[len(ZOO_PREFIX):]
-        if name in zoo.GENERATED_MODELS:
-            return estimated
-        return _files_size(zoo.path(name))
-    return _files_size(Path(model))
-
-
 def build_report(model: str, output: Path, report: PipelineReport, input_size: int) -> dict:
     """The JSON report: input, output, passes, fidelity."""
     def side(cost, size):
@@ -54,7 +43,7 @@ def build_report(model: str, output: Path, report: PipelineReport, input_size: i
         "model": model,
         "output_path": str(output),
         "input": side(report.input_cost, input_size),
-        "output": side(report.output_cost, _files_size(output)),
+        "output": side(report.output_cost, stored_size_bytes(output)),
         "passes": [record.to_dict() for record in report.passes],
         "fidelity": report.fidelity.to_dict() if report.fidelity else None,
     }
@@ -153,6 +142,7 @@ def optimize(
     if not model.startswith(ZOO_PREFIX) and Path(model).resolve() == out_path.resolve():
         raise GraphoptError(f"{out_path}: refusing to overwrite the input model")
     ir_model = resolve_model(model)
+    input_size = stored_size_bytes(model, ir_model)
     feed = None
     if inputs is not None:
         feed = load_npz(inputs)
@@ -169,7 +159,7 @@ def optimize(
         result = pipeline.run(ir_model, verify=not no_verify, inputs=feed, progress=on_progress)
         progress.update(task, description="saving")
         save_model(ir_model, out_path)
-    data = build_report(model, out_path, result, _input_size(model, result.input_cost.weight_bytes))
+    data = build_report(model, out_path, result, input_size)
     if report is not None:
         write_json_atomically(report, data)
     if json_output:

@@ -133,3 +133,14 @@ def test_error_text_with_brackets_is_printed_verbatim(run_cli, tmp_path):
     path = tmp_path / "[weights].onnx"
     code, _, err = run_cli("inspect", str(path))
     assert code == 2 and "[weights].onnx" in err
+
+
+def test_inspect_size_counts_external_data(tmp_path, run_cli):
+    from graphopt.model_io import resolve_model, save_model
+
+    path = save_model(resolve_model("zoo:mlp"), tmp_path / "m.onnx", external_data=True)
+    data = tmp_path / "m.onnx.data"
+    assert data.exists()
+    code, stdout, err = run_cli("inspect", str(path), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["size_bytes"] == path.stat().st_size + data.stat().st_size
