@@ -9,6 +9,7 @@ mismatch is one readable ``GraphoptError``.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -73,14 +74,16 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise GraphoptError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
-class DataSource:
+class DataSource(abc.ABC):
     """An iterable of feeds for one model; ``len()`` is the number of batches."""
 
+    @abc.abstractmethod
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        raise NotImplementedError(f"{type(self).__name__} must implement __iter__")
+        ...
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError(f"{type(self).__name__} must implement __len__")
+        ...
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ folded tensor must be an initializer (``constant_array``), never a graph input.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 
@@ -137,7 +138,7 @@ def _hint(node: ir.Node, suffix: str) -> str:
     return f"{node.name or node.op_type}_{suffix}"
 
 
-class Absorber:
+class Absorber(abc.ABC):
     """How one op type absorbs an affine map applied to its output.
 
     ``layout(node)`` gives ``(rank, channel_axis, channels)`` of the output or a decline reason;
@@ -147,14 +148,16 @@ class Absorber:
 
     op_type = ""
 
+    @abc.abstractmethod
     def layout(self, node: ir.Node) -> tuple[int, int, int] | str:
-        raise NotImplementedError(f"absorber {self.op_type} must implement layout()")
+        ...
 
     def decline(self, node: ir.Node, affine: ChannelAffine) -> str | None:
         return None
 
+    @abc.abstractmethod
     def absorb(self, node: ir.Node, affine: ChannelAffine) -> ir.Value:
-        raise NotImplementedError(f"absorber {self.op_type} must implement absorb()")
+        ...
 
 
 def _weight_and_bias(node: ir.Node, bias_index: int) -> tuple[np.ndarray, np.ndarray | None] | str:

@@ -8,6 +8,7 @@ must be an initializer that varies only along the producer's channel axis.
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import numpy as np
@@ -37,8 +38,9 @@ class _ChannelConstantRule(Rule):
 
     skip_producers: ClassVar[frozenset[str]] = frozenset()
 
+    @abc.abstractmethod
     def affine(self, vector: np.ndarray) -> ChannelAffine:
-        raise NotImplementedError(f"rule {self.name} must implement affine()")
+        ...
 
     def check(self, node: ir.Node) -> CheckResult:
         for data, other in commuted(node):

@@ -23,6 +23,7 @@ dimension at that index unless ``allowzero=1``, where it means a literal 0.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -449,8 +450,9 @@ class SoftmaxUnwrap(Rule):
 class _Elision(Rule):
     """A rule removing a node whose output equals its first input (``is_noop`` decides)."""
 
+    @abc.abstractmethod
     def is_noop(self, node: ir.Node) -> bool:
-        raise NotImplementedError(f"rule {self.name} must implement is_noop()")
+        ...
 
     def check(self, node: ir.Node) -> CheckResult:
         if not node.inputs or node.inputs[0] is None or not self.is_noop(node):

@@ -12,6 +12,7 @@ Pools with ``ceil_mode=1`` and padding as large as the kernel are declined.
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from typing import ClassVar
@@ -90,11 +91,12 @@ class _PadFoldRule(Rule):
     anchors = ("Pad",)
     targets: ClassVar[frozenset[str]] = frozenset()
 
+    @abc.abstractmethod
     def value_reason(
         self, pad: ir.Node, consumer: ir.Node, value: float, added: list[int]
     ) -> str | None:
         """Why the consumer cannot take ``added`` padding of ``value`` (None when it can)."""
-        raise NotImplementedError(f"rule {self.name} must implement value_reason()")
+        ...
 
     def check(self, node: ir.Node) -> CheckResult:
         output = node.outputs[0]
