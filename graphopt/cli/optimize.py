@@ -100,7 +100,12 @@ def optimize(
     model: Annotated[str, typer.Argument(help="An .onnx file or zoo:NAME (see `graphopt zoo`).")],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Where to write the result [default: NAME.opt.onnx]."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write the result (default: NAME.opt.onnx beside the input;"
+            " for zoo models in the current folder).",
+        ),
     ] = None,
     preset: Annotated[
         str | None, typer.Option("--preset", "-p", help="A preset name (see `graphopt passes`).")
