@@ -118,6 +118,35 @@ def _replace_with_clip(outer: ir.Node, inner: ir.Node, x: ir.Value, bounds: Clip
         drop_unused_initializer(graph, value)
 
 
+def _merged_match(
+    node: ir.Node, inner: ir.Node, merged: ClipRange, empty_reason: str, inner_label: str
+) -> CheckResult:
+    """The checks every range merge shares once the merged range is known."""
+    if merged.empty:
+        return empty_reason
+    if single_consumer(node.inputs[0]) is not node:
+        return f"the {inner_label} has other consumers"
+    if inner.inputs[0].dtype is None:
+        return _UNKNOWN_TYPE
+    return Match(node, {"redundant": False, "inner": inner, "bounds": merged})
+
+
+def _negative_clip(bounds: ClipRange) -> str:
+    return f"Clip max {bounds.high} < 0: Relu and Clip do not merge into one range"
+
+
+class _RangeMerge(Rule):
+    """Rewrite shared by the merges: one Clip to the merged range replaces both nodes."""
+
+    def rewrite(self, match: Match) -> None:
+        node = match.node
+        if match["redundant"]:
+            bypass(node, node.inputs[0])
+            return
+        inner = match["inner"]
+        _replace_with_clip(node, inner, inner.inputs[0], match["bounds"])
+
+
 @register_rule
 class ReluRelu(Rule):
     name = "relu_relu"
@@ -135,7 +164,7 @@ class ReluRelu(Rule):
 
 
 @register_rule
-class ClipRelu(Rule):
+class ClipRelu(_RangeMerge):
     name = "clip_relu"
     anchors = ("Relu",)
     description = "Relu after a Clip raises the Clip's min to 0"
@@ -150,25 +179,11 @@ class ClipRelu(Rule):
         if bounds.low is not None and bounds.low >= 0:
             return bypass_blocker(node, node.inputs[0]) or Match(node, {"redundant": True})
         merged = bounds.intersect(_NON_NEGATIVE)
-        if merged.empty:
-            return f"Clip max {bounds.high} < 0: Relu and Clip do not merge into one range"
-        if single_consumer(node.inputs[0]) is not node:
-            return "the Clip has other consumers"
-        if inner.inputs[0].dtype is None:
-            return _UNKNOWN_TYPE
-        return Match(node, {"redundant": False, "inner": inner, "bounds": merged})
-
-    def rewrite(self, match: Match) -> None:
-        node = match.node
-        if match["redundant"]:
-            bypass(node, node.inputs[0])
-            return
-        inner = match["inner"]
-        _replace_with_clip(node, inner, inner.inputs[0], match["bounds"])
+        return _merged_match(node, inner, merged, _negative_clip(bounds), "Clip")
 
 
 @register_rule
-class ReluClip(Rule):
+class ReluClip(_RangeMerge):
     name = "relu_clip"
     anchors = ("Clip",)
     description = "Clip after a Relu absorbs it (min raised to 0)"
@@ -181,21 +196,11 @@ class ReluClip(Rule):
         if isinstance(bounds, str):
             return bounds
         merged = bounds.intersect(_NON_NEGATIVE)
-        if merged.empty:
-            return f"Clip max {bounds.high} < 0: Relu and Clip do not merge into one range"
-        if single_consumer(node.inputs[0]) is not node:
-            return "the Relu has other consumers"
-        if inner.inputs[0].dtype is None:
-            return _UNKNOWN_TYPE
-        return Match(node, {"inner": inner, "bounds": merged})
-
-    def rewrite(self, match: Match) -> None:
-        inner = match["inner"]
-        _replace_with_clip(match.node, inner, inner.inputs[0], match["bounds"])
+        return _merged_match(node, inner, merged, _negative_clip(bounds), "Relu")
 
 
 @register_rule
-class ClipClip(Rule):
+class ClipClip(_RangeMerge):
     name = "clip_clip"
     anchors = ("Clip",)
     description = "Clip of a Clip becomes one Clip to the intersected range"
@@ -209,14 +214,5 @@ class ClipClip(Rule):
             if isinstance(bounds, str):
                 return bounds
         merged = inner_bounds.intersect(outer_bounds)
-        if merged.empty:
-            return f"the Clip ranges do not intersect ({merged.low} > {merged.high})"
-        if single_consumer(node.inputs[0]) is not node:
-            return "the first Clip has other consumers"
-        if inner.inputs[0].dtype is None:
-            return _UNKNOWN_TYPE
-        return Match(node, {"inner": inner, "bounds": merged})
-
-    def rewrite(self, match: Match) -> None:
-        inner = match["inner"]
-        _replace_with_clip(match.node, inner, inner.inputs[0], match["bounds"])
+        reason = f"the Clip ranges do not intersect ({merged.low} > {merged.high})"
+        return _merged_match(node, inner, merged, reason, "first Clip")
