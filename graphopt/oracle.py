@@ -7,6 +7,7 @@ a difference. Models over the protobuf limit are written to a temporary folder f
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ import onnx_ir as ir
 from graphopt.errors import UnsupportedModelError
 from graphopt.model_io import EXTERNAL_DATA_THRESHOLD_BYTES, has_external_data, weight_bytes
 
-__all__ = ["ORACLE_THREADS", "make_session", "run_model"]
+__all__ = ["ORACLE_THREADS", "make_session", "run_model", "ort_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,20 @@ def make_session(model: ir.Model, *, optimize: bool = False, threads: int = ORAC
         payload = ir.to_proto(model).SerializeToString()
         return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail / InvalidGraph / NotImplemented types
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedModelError(f"onnxruntime cannot run the model: {text}") from exc
+        raise UnsupportedModelError(
+            f"onnxruntime cannot run the model: {ort_message(exc)}"
+        ) from exc
+
+
+_ORT_STATUS = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_ORT_SOURCE = re.compile(r"^/onnxruntime_src/\S+:\d+ .*?\) ")
+
+
+def ort_message(exc: BaseException) -> str:
+    """The first line of an onnxruntime error without its status code and C++ source prefix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _ORT_STATUS.sub("", text)
+    return _ORT_SOURCE.sub("", text)
 
 
 def run_model(session, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -144,3 +144,25 @@ def test_inspect_size_counts_external_data(tmp_path, run_cli):
     code, stdout, err = run_cli("inspect", str(path), "--json")
     assert code == 0, err
     assert json.loads(stdout)["size_bytes"] == path.stat().st_size + data.stat().st_size
+
+
+def test_unsupported_operator_is_one_clear_line(tmp_path, run_cli):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Foo", ["x"], ["y"], domain="my.domain")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.domain", 1)]
+    )
+    model.ir_version = 8
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, path)
+    code, _, err = run_cli("optimize", str(path), "-o", str(tmp_path / "o.onnx"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "my.domain:Foo" in err and "onnxruntime_src" not in err
+    code, _, err = run_cli("optimize", str(path), "-o", str(tmp_path / "o.onnx"), "--no-verify")
+    assert code == 0, err
