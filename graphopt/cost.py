@@ -128,7 +128,17 @@ def _bytes_of(value: ir.Value) -> int:
     dims = _dims(value)
     if dims is None or value.dtype is None:
         return 0
-    return _numel(dims) * value.dtype.itemsize
+    return math.ceil(_numel(dims) * value.dtype.itemsize)
+
+
+def _tensor_size(value: ir.Value) -> tuple[int, int]:
+    """(elements, bytes) of an initializer, from the value's static shape when it has one."""
+    tensor = value.const_value
+    shape = value.shape
+    if shape is not None and value.dtype is not None and all(isinstance(d, int) for d in shape):
+        size = math.prod(shape)
+        return size, math.ceil(size * value.dtype.itemsize)
+    return tensor.size, tensor.nbytes
 
 
 def model_cost(model: ir.Model, *, infer_shapes: bool = True) -> ModelCost:
@@ -143,9 +153,9 @@ def model_cost(model: ir.Model, *, infer_shapes: bool = True) -> ModelCost:
             if id(value) in counted:
                 continue
             counted.add(id(value))
-            tensor = value.const_value
-            params += tensor.size
-            weight_bytes += tensor.nbytes
+            size, nbytes = _tensor_size(value)
+            params += size
+            weight_bytes += nbytes
         rule = _MAC_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         macs = rule(node) if rule is not None else 0
         activation_bytes = sum(_bytes_of(v) for v in node.outputs)
@@ -155,10 +165,8 @@ def model_cost(model: ir.Model, *, infer_shapes: bool = True) -> ModelCost:
     # Initializers read only by graph outputs or by nothing still occupy the file.
     for value in model.graph.initializers.values():
         if id(value) not in counted and value.const_value is not None:
-            per_node.append(
-                NodeCost(value.name or "", "<initializer>", value.const_value.size, 0,
-                         value.const_value.nbytes, 0)
-            )
+            size, nbytes = _tensor_size(value)
+            per_node.append(NodeCost(value.name or "", "<initializer>", size, 0, nbytes, 0))
     real_nodes = [n for n in per_node if n.op_type != "<initializer>"]
     return ModelCost(
         nodes=len(real_nodes),

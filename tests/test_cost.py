@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 import pytest
 
 from graphopt.cost import model_cost
@@ -24,8 +25,7 @@ def test_grouped_dilated_conv_macs():
         }
         """
     )
-    common = ir.passes.common.LiftConstantsToInitializersPass(size_limit=0)
-    common(model)
+    common_passes.LiftConstantsToInitializersPass(size_limit=0)(model)
     cost = model_cost(model)
     assert cost.macs == 16 * 10 * 10 * 2 * 3 * 3
     assert cost.params == 16 * 2 * 3 * 3
@@ -43,7 +43,7 @@ def test_gemm_and_matmul_macs():
         }
         """
     )
-    ir.passes.common.LiftConstantsToInitializersPass(size_limit=0)(model)
+    common_passes.LiftConstantsToInitializersPass(size_limit=0)(model)
     cost = model_cost(model)
     assert cost.macs == 4 * 32 * 64 + 4 * 64 * 10
     assert cost.params == 32 * 64 + 10 * 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 
 from graphopt import oracle
 from graphopt.passes.fusion import FusePass
@@ -25,7 +26,7 @@ g (float[1, 3, 4, 4] x) => (float[1, 3, 4, 4] y) {
 
 def _model() -> ir.Model:
     model = ir.from_proto(onnx.shape_inference.infer_shapes(onnx.parser.parse_model(_MODEL)))
-    ir.passes.common.LiftConstantsToInitializersPass(size_limit=0)(model)
+    common_passes.LiftConstantsToInitializersPass(size_limit=0)(model)
     return model
 
 
