@@ -182,6 +182,17 @@ def _new_bias(bias: np.ndarray | None, affine: ChannelAffine) -> np.ndarray | No
     return bias.astype(np.float64).reshape(-1) * affine.scale + affine.shift
 
 
+def _store_folded(
+    node: ir.Node, folded: np.ndarray, bias: np.ndarray | None, affine: ChannelAffine
+) -> ir.Value:
+    """Write a Conv/ConvTranspose's folded weight and (if any) its new bias (input 2)."""
+    set_constant_input(node, 1, folded, _hint(node, "weight"))
+    new_bias = _new_bias(bias, affine)
+    if new_bias is not None:
+        set_constant_input(node, 2, _cast(new_bias, folded), _hint(node, "bias"))
+    return node.outputs[0]
+
+
 class _ConvAbsorber(Absorber):
     """Conv: weight [Cout, Cin/group, k...], output channels on axis 1."""
 
@@ -198,11 +209,7 @@ class _ConvAbsorber(Absorber):
         weight, bias = _weight_and_bias(node, 2)
         shape = (-1,) + (1,) * (weight.ndim - 1)
         folded = _scaled(weight, affine.scale.reshape(shape))
-        set_constant_input(node, 1, folded, _hint(node, "weight"))
-        new_bias = _new_bias(bias, affine)
-        if new_bias is not None:
-            set_constant_input(node, 2, _cast(new_bias, weight), _hint(node, "bias"))
-        return node.outputs[0]
+        return _store_folded(node, folded, bias, affine)
 
 
 class _ConvTransposeAbsorber(Absorber):
@@ -224,11 +231,7 @@ class _ConvTransposeAbsorber(Absorber):
         grouped = weight.reshape(group, cin // group, cout_g, *kernel)
         scale = affine.scale.reshape(group, 1, cout_g, *([1] * len(kernel)))
         folded = _scaled(grouped, scale).reshape(weight.shape)
-        set_constant_input(node, 1, folded, _hint(node, "weight"))
-        new_bias = _new_bias(bias, affine)
-        if new_bias is not None:
-            set_constant_input(node, 2, _cast(new_bias, weight), _hint(node, "bias"))
-        return node.outputs[0]
+        return _store_folded(node, folded, bias, affine)
 
 
 class _GemmAbsorber(Absorber):
