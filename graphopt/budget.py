@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from graphopt.errors import GraphoptError
 
 __all__ = [
+    "LOSSLESS_MAX_REL",
     "METRICS",
     "BudgetTerm",
     "Budget",
@@ -48,6 +49,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "accuracy_drop": ("<=", "task accuracy lost in percentage points"),
     "max_rel": ("<=", "max |y - r| / max |r|"),
 }
+LOSSLESS_MAX_REL = 1e-4
+"""What a lossless rewrite may move fp32 outputs by: float reordering (e.g. BN folded into
+weights), nothing more."""
 _TERM = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=)\s*([^\s]+)\s*$")
 
 
@@ -177,7 +181,7 @@ def _metric_list() -> str:
 # - int8: element-wise errors of a calibrated quantization are not bounded usefully by a
 #   relative max; the output direction is (cosine >= 0.98).
 PRECISION_BUDGETS: dict[str, Budget] = {
-    "fp32": Budget((BudgetTerm("max_rel", 1e-4),)),
+    "fp32": Budget((BudgetTerm("max_rel", LOSSLESS_MAX_REL),)),
     "fp16": Budget((BudgetTerm("max_rel", 1e-2), BudgetTerm("cosine", 0.99))),
     "bf16": Budget((BudgetTerm("max_rel", 5e-2), BudgetTerm("cosine", 0.99))),
     "int8": Budget((BudgetTerm("cosine", 0.98),)),

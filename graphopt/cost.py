@@ -3,7 +3,12 @@
 Shapes come from ONNX shape inference. MACs count multiply-accumulates of the compute-heavy
 operators (Conv, ConvTranspose, Gemm, MatMul and their quantized forms); element-wise operators
 count zero MACs but their activations count in ``activation_bytes``. Parameters are counted once
-per initializer, however many nodes read it.
+per initializer, however many nodes read it; bytes follow each weight's dtype (an fp16 weight
+is half an fp32 one) and ``weight_bytes_by_dtype`` splits the total by dtype.
+
+Costs are addressable by node (``cost.of(node)``), since node names may be empty or repeated.
+After a pass that changed shapes, ``model_cost(model, refresh_shapes=True)`` re-infers them
+first, so a conv pruned from 16 to 8 channels shows its new MACs and so does its consumer.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import onnx_ir as ir
 
 from graphopt.shapes import infer_shapes as run_shape_inference
 from graphopt.shapes import missing_shapes
+from graphopt.shapes import refresh_shapes as rerun_shape_inference
 
-__all__ = ["NodeCost", "ModelCost", "model_cost", "register_macs"]
+__all__ = ["NodeCost", "ModelCost", "model_cost", "register_macs", "float_precision"]
 
 _MacFn = Callable[[ir.Node], int]
 _MAC_RULES: dict[str, _MacFn] = {}
@@ -25,12 +31,24 @@ _MAC_RULES: dict[str, _MacFn] = {}
 
 @dataclasses.dataclass(frozen=True)
 class NodeCost:
+    """Cost of one node (or, with ``op_type == "<initializer>"``, of a weight no node reads).
+
+    ``weight_dtype`` is the dtype of the node's first counted weight (``""`` without one);
+    ``node`` is the node itself, for lookups by identity.
+    """
+
     name: str
     op_type: str
     params: int
     macs: int
     weight_bytes: int
     activation_bytes: int
+    weight_dtype: str = ""
+    node: ir.Node | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "node"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +59,18 @@ class ModelCost:
     weight_bytes: int
     activation_bytes: int
     per_node: tuple[NodeCost, ...]
+    weight_bytes_by_dtype: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def of(self, node: ir.Node) -> NodeCost:
+        """The cost of ``node`` (by identity; ``KeyError`` if it is not in this model)."""
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = {id(c.node): c for c in self.per_node if c.node is not None}
+            object.__setattr__(self, "_index", index)
+        try:
+            return index[id(node)]
+        except KeyError:
+            raise KeyError(f"node {node.name or node.op_type!r} is not in this cost") from None
 
     def to_dict(self, *, per_node: bool = False) -> dict:
         data = {
@@ -48,10 +78,11 @@ class ModelCost:
             "params": self.params,
             "macs": self.macs,
             "weight_bytes": self.weight_bytes,
+            "weight_bytes_by_dtype": dict(self.weight_bytes_by_dtype),
             "activation_bytes": self.activation_bytes,
         }
         if per_node:
-            data["per_node"] = [dataclasses.asdict(n) for n in self.per_node]
+            data["per_node"] = [n.to_dict() for n in self.per_node]
         return data
 
 
@@ -141,14 +172,26 @@ def _tensor_size(value: ir.Value) -> tuple[int, int]:
     return tensor.size, tensor.nbytes
 
 
-def model_cost(model: ir.Model, *, infer_shapes: bool = True) -> ModelCost:
-    """Cost of ``model``'s main graph (shape inference fills in missing shapes first)."""
-    if infer_shapes and missing_shapes(model.graph):
+def _dtype_name(value: ir.Value) -> str:
+    dtype = value.dtype if value.dtype is not None else value.const_value.dtype
+    return dtype.name.lower() if dtype is not None else ""
+
+
+def model_cost(
+    model: ir.Model, *, infer_shapes: bool = True, refresh_shapes: bool = False
+) -> ModelCost:
+    """Cost of ``model``'s main graph. Shape inference fills in missing shapes first;
+    ``refresh_shapes`` re-infers every shape (after a pass that may have changed them)."""
+    if refresh_shapes:
+        rerun_shape_inference(model)
+    elif infer_shapes and missing_shapes(model.graph):
         run_shape_inference(model)
     counted: set[int] = set()
     per_node = []
+    by_dtype: dict[str, int] = {}
     for node in model.graph:
         params = weight_bytes = 0
+        weight_dtype = ""
         for value in _initializer_inputs(node):
             if id(value) in counted:
                 continue
@@ -156,17 +199,23 @@ def model_cost(model: ir.Model, *, infer_shapes: bool = True) -> ModelCost:
             size, nbytes = _tensor_size(value)
             params += size
             weight_bytes += nbytes
+            dtype = _dtype_name(value)
+            weight_dtype = weight_dtype or dtype
+            by_dtype[dtype] = by_dtype.get(dtype, 0) + nbytes
         rule = _MAC_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         macs = rule(node) if rule is not None else 0
         activation_bytes = sum(_bytes_of(v) for v in node.outputs)
-        per_node.append(
-            NodeCost(node.name or "", node.op_type, params, macs, weight_bytes, activation_bytes)
-        )
+        per_node.append(NodeCost(node.name or "", node.op_type, params, macs, weight_bytes,
+                                 activation_bytes, weight_dtype, node))
     # Initializers read only by graph outputs or by nothing still occupy the file.
     for value in model.graph.initializers.values():
         if id(value) not in counted and value.const_value is not None:
             size, nbytes = _tensor_size(value)
-            per_node.append(NodeCost(value.name or "", "<initializer>", size, 0, nbytes, 0))
+            dtype = _dtype_name(value)
+            by_dtype[dtype] = by_dtype.get(dtype, 0) + nbytes
+            per_node.append(
+                NodeCost(value.name or "", "<initializer>", size, 0, nbytes, 0, dtype)
+            )
     real_nodes = [n for n in per_node if n.op_type != "<initializer>"]
     return ModelCost(
         nodes=len(real_nodes),
@@ -175,4 +224,16 @@ def model_cost(model: ir.Model, *, infer_shapes: bool = True) -> ModelCost:
         weight_bytes=sum(n.weight_bytes for n in per_node),
         activation_bytes=sum(n.activation_bytes for n in per_node),
         per_node=tuple(per_node),
+        weight_bytes_by_dtype=by_dtype,
     )
+
+
+_HALF_TYPES = {ir.DataType.FLOAT16: "fp16", ir.DataType.BFLOAT16: "bf16"}
+
+
+def float_precision(model: ir.Model) -> str:
+    """The lowest float precision the main graph computes in: ``bf16``, ``fp16`` or ``fp32``
+    (judged by the dtypes of node outputs; bf16 wins over fp16 as the coarser)."""
+    found = {_HALF_TYPES[v.dtype] for node in model.graph for v in node.outputs
+             if v.dtype in _HALF_TYPES}
+    return "bf16" if "bf16" in found else "fp16" if "fp16" in found else "fp32"

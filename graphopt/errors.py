@@ -8,6 +8,7 @@ __all__ = [
     "UnsafeExternalDataError",
     "PipelineSpecError",
     "VerificationError",
+    "BudgetError",
     "UnsupportedModelError",
     "BackendUnavailableError",
 ]
@@ -31,6 +32,10 @@ class PipelineSpecError(GraphoptError):
 
 class VerificationError(GraphoptError):
     """A lossless pass changed the model's outputs beyond tolerance."""
+
+
+class BudgetError(VerificationError):
+    """A lossy pass moved the outputs (or the task accuracy) beyond the run's fidelity budget."""
 
 
 class UnsupportedModelError(GraphoptError):

@@ -5,6 +5,10 @@ dataclass fields, so a spec string such as ``quantize(method=entropy,per_channel
 one-to-one onto the constructor. During ``call`` a pass counts what it changed in ``self.stats``
 (for example ``{"conv_bn": 53}``); the pipeline adds timings, sizes and fidelity.
 
+Lossy passes set ``lossless = False`` and are judged on the run's fidelity budget; passes that
+use data, labels or latency declare ``needs`` and read ``self.context`` (a
+:class:`~graphopt.pass_context.PassContext`).
+
 Example::
 
     @register_pass("strip_docs")
@@ -52,6 +56,11 @@ class GraphPass(ir.passes.InPlacePass):
     name: ClassVar[str] = ""
     lossless: ClassVar[bool] = True
     summary: ClassVar[str] = ""
+    #: What the pass needs from its :class:`~graphopt.pass_context.PassContext`:
+    #: ``calibration``, ``evaluator``, ``latency``.
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: Set by the pipeline before ``call`` (or by :meth:`with_context`); not an option.
+    context = None
 
     def __call__(self, model_or_result, /):
         self.stats: collections.Counter[str] = collections.Counter()
@@ -65,6 +74,11 @@ class GraphPass(ir.passes.InPlacePass):
             raise ir.passes.PostconditionError(
                 f"pass {self.name!r} left a malformed graph: " + "; ".join(problems)
             )
+
+    def with_context(self, context) -> GraphPass:
+        """Hand the pass its :class:`~graphopt.pass_context.PassContext` (returns ``self``)."""
+        self.context = context
+        return self
 
     def explain(self, message: str) -> None:
         """Record why a candidate rewrite was declined (shown by ``--explain``)."""

@@ -1,36 +1,58 @@
 """Pipelines: run passes in order, time them, measure what they changed, verify each one.
 
-Verification runs the model after every pass on the original's inputs (see ``graphopt.verify``).
-A lossless pass whose outputs move beyond tolerance stops the run with a ``VerificationError``
-that names the pass and the passes before it.
+Verification runs the model after every pass on fixed inputs (see ``graphopt.verify``) and
+records two fidelities: the **step** (against the model before the pass) and the
+**cumulative** (against the original). They are judged by the kind of pass:
+
+- a lossless pass must keep its step within the lossless tolerance of the precision the model
+  computes in (``graphopt.budget.lossless_budget``: fp32 1e-4 relative, fp16 1e-2 ...),
+  wherever it stands in the pipeline, also after a lossy pass; otherwise the run stops with a
+  ``VerificationError`` naming the pass;
+- a lossy pass is judged on the run's fidelity **budget** (``sqnr>=30,accuracy_drop<=0.5``)
+  with its cumulative fidelity and, when an evaluator is given, the task accuracy lost since
+  the original; a broken budget stops the run with a ``BudgetError`` (or, with
+  ``on_budget="warn"``, is recorded as a warning).
+
+Data-aware passes get a :class:`~graphopt.pass_context.PassContext` before ``call``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
-from graphopt.cost import ModelCost, model_cost
-from graphopt.errors import GraphoptError, VerificationError
+from graphopt.budget import Budget, BudgetTerm, Judgement, lossless_budget
+from graphopt.calibration import RandomData
+from graphopt.cost import ModelCost, float_precision, model_cost
+from graphopt.errors import BudgetError, GraphoptError, VerificationError
+from graphopt.feeds import static_batch_size
 from graphopt.pass_api import GraphPass, get_preset
+from graphopt.pass_context import RANDOM_CALIBRATION_BATCHES, PassContext
 from graphopt.spec import build_passes
-from graphopt.verify import LOSSLESS_MAX_REL, Fidelity, Verifier
+from graphopt.verify import Fidelity, PassFidelity, Verifier
 
-__all__ = ["PassRecord", "PipelineReport", "Pipeline", "DEFAULT_PRESET"]
+__all__ = ["PassRecord", "PipelineReport", "Pipeline", "DEFAULT_PRESET", "OnBudget"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "lossless"
+OnBudget = Literal["stop", "warn"]
 
 
 @dataclasses.dataclass
 class PassRecord:
-    """What one pass did."""
+    """What one pass did. ``fidelity`` is cumulative (against the original), ``step_fidelity``
+    against the model before the pass; ``accuracy`` (percent) is measured after lossy passes
+    when labelled data is given; ``judgement`` is the tolerance or budget it was judged on."""
 
     name: str
     options: dict
@@ -41,10 +63,15 @@ class PassRecord:
     stats: dict[str, int]
     explanations: list[str]
     fidelity: Fidelity | None
+    step_fidelity: Fidelity | None = None
+    lossless: bool = True
+    accuracy: float | None = None
+    judgement: Judgement | None = None
 
     def to_dict(self) -> dict:
         return {
             "name": self.name,
+            "lossless": self.lossless,
             "options": {k: _jsonable(v) for k, v in self.options.items()},
             "seconds": round(self.seconds, 6),
             "modified": self.modified,
@@ -54,8 +81,13 @@ class PassRecord:
             "params_after": self.after.params,
             "macs_before": self.before.macs,
             "macs_after": self.after.macs,
+            "weight_bytes_before": self.before.weight_bytes,
+            "weight_bytes_after": self.after.weight_bytes,
             "stats": dict(self.stats),
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "step_fidelity": self.step_fidelity.to_dict() if self.step_fidelity else None,
+            "accuracy": self.accuracy,
+            "judgement": self.judgement.to_dict() if self.judgement else None,
         }
 
 
@@ -69,13 +101,41 @@ def _jsonable(value):
 
 @dataclasses.dataclass
 class PipelineReport:
+    """The whole run: costs, per-pass records, final cumulative fidelity and accuracy."""
+
     input_cost: ModelCost
     output_cost: ModelCost
     passes: list[PassRecord]
     fidelity: Fidelity | None
+    budget: Budget = dataclasses.field(default_factory=Budget)
+    verification_data: str | None = None
+    accuracy_data: str | None = None
+    accuracy_before: float | None = None
+    calibration_data: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def accuracy_after(self) -> float | None:
+        measured = [r.accuracy for r in self.passes if r.accuracy is not None]
+        return measured[-1] if measured else self.accuracy_before
+
+    def to_dict(self) -> dict:
+        return {
+            "budget": str(self.budget),
+            "verification_data": self.verification_data,
+            "calibration_data": self.calibration_data,
+            "accuracy": None if self.accuracy_before is None else {
+                "data": self.accuracy_data,
+                "metric": "top-1 accuracy, percent",
+                "before": self.accuracy_before,
+                "after": self.accuracy_after,
+            },
+            "warnings": list(self.warnings),
+        }
 
 
 ProgressFn = Callable[[int, int, str], None]
+VerificationData = Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]]
 
 
 class Pipeline:
@@ -97,51 +157,107 @@ class Pipeline:
             raise GraphoptError(f"unknown preset {name!r} (presets: {', '.join(preset_names())})")
         return cls.from_spec(name)
 
+    @property
+    def lossy(self) -> list[GraphPass]:
+        return [p for p in self.passes if not p.lossless]
+
     def run(
         self,
         model: ir.Model,
         *,
         verify: bool = True,
-        inputs: Mapping[str, np.ndarray] | None = None,
-        tolerance: float = LOSSLESS_MAX_REL,
+        inputs: VerificationData | None = None,
+        budget: Budget | str | None = None,
+        on_budget: OnBudget = "stop",
+        context: PassContext | None = None,
+        tolerance: float | None = None,
         progress: ProgressFn | None = None,
     ) -> PipelineReport:
-        """Apply the passes to ``model`` in place and report on each."""
+        """Apply the passes to ``model`` in place and report on each.
+
+        ``inputs`` are the verification data (a feed or a data source; seeded random inputs
+        when ``None``): keep them apart from ``context.calibration``. ``budget`` judges lossy
+        passes (see the module docstring); ``tolerance`` overrides the fp32 lossless limit.
+        """
+        budget = Budget.parse(budget) if isinstance(budget, str) or budget is None else budget
+        context = dataclasses.replace(context or PassContext(), budget=budget)
+        warnings: list[str] = []
+        self._check_needs(model, context, warnings)
+        if budget and not verify:
+            raise GraphoptError(f"a fidelity budget ({budget}) needs verification: drop"
+                                " --no-verify or the budget")
+        if budget.term("accuracy_drop") is not None and context.evaluator is None:
+            raise GraphoptError(f"budget {budget.term('accuracy_drop')} needs labelled data"
+                                " (a 'labels' array in the data, or zoo:digits)")
         verifier = Verifier(model, inputs) if verify else None
+        accuracy_before = None
+        if context.evaluator is not None and self.lossy:
+            accuracy_before = context.evaluator.accuracy(model)
         cost = model_cost(model)
-        input_cost = cost
-        records: list[PassRecord] = []
-        fidelity = None
-        for index, graph_pass in enumerate(self.passes):
-            if progress is not None:
-                progress(index, len(self.passes), graph_pass.name)
-            start = time.perf_counter()
-            result = self._apply(graph_pass, model, records)
-            seconds = time.perf_counter() - start
-            model = result.model
-            after = model_cost(model)
-            if verifier is not None:
-                fidelity = verifier.check(model)
-                self._enforce(graph_pass, fidelity, tolerance, records)
-            records.append(
-                PassRecord(
-                    name=graph_pass.name,
-                    options=graph_pass.options(),
-                    seconds=seconds,
-                    modified=result.modified,
-                    before=cost,
-                    after=after,
-                    stats=dict(graph_pass.stats),
-                    explanations=list(graph_pass.explanations),
-                    fidelity=fidelity,
+        report = PipelineReport(
+            input_cost=cost, output_cost=cost, passes=[], fidelity=None, budget=budget,
+            verification_data=verifier.description if verifier else None,
+            accuracy_data=context.evaluator.description if context.evaluator else None,
+            accuracy_before=accuracy_before,
+            calibration_data=_calibration_label(self.passes, context),
+            warnings=warnings,
+        )
+        with contextlib.ExitStack() as stack:
+            if context.work_dir is None:
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="graphopt-"))
+                context.work_dir = Path(scratch)
+                stack.callback(setattr, context, "work_dir", None)
+            for index, graph_pass in enumerate(self.passes):
+                if progress is not None:
+                    progress(index, len(self.passes), graph_pass.name)
+                graph_pass.with_context(context)
+                start = time.perf_counter()
+                result = self._apply(graph_pass, model, report.passes)
+                seconds = time.perf_counter() - start
+                model = result.model
+                after = model_cost(model, refresh_shapes=result.modified)
+                record = PassRecord(
+                    name=graph_pass.name, options=graph_pass.options(), seconds=seconds,
+                    modified=result.modified, before=cost, after=after,
+                    stats=dict(graph_pass.stats), explanations=list(graph_pass.explanations),
+                    fidelity=None, lossless=graph_pass.lossless,
                 )
-            )
-            logger.info("%s: %d -> %d nodes in %.3fs", graph_pass.name, cost.nodes,
-                        after.nodes, seconds)
-            cost = after
+                if verifier is not None:
+                    checked = verifier.check_pass(model)
+                    record.step_fidelity, record.fidelity = checked.step, checked.cumulative
+                    self._judge(graph_pass, model, checked, record, report, context,
+                                tolerance, on_budget)
+                report.passes.append(record)
+                report.fidelity = record.fidelity
+                logger.info("%s: %d -> %d nodes in %.3fs", graph_pass.name, cost.nodes,
+                            after.nodes, seconds)
+                cost = after
+        report.output_cost = cost
         if progress is not None:
             progress(len(self.passes), len(self.passes), "done")
-        return PipelineReport(input_cost, cost, records, fidelity)
+        return report
+
+    def _check_needs(self, model: ir.Model, context: PassContext, warnings: list[str]) -> None:
+        """Unmet needs: one line naming the pass; no calibration: random data, with a warning."""
+        for graph_pass in self.passes:
+            needs = graph_pass.needs
+            if "evaluator" in needs and context.evaluator is None:
+                raise GraphoptError(f"pass {graph_pass.name!r} needs labelled data to measure"
+                                    " accuracy: give data with a 'labels' array, or zoo:digits")
+            if "latency" in needs and context.latency is None:
+                raise GraphoptError(f"pass {graph_pass.name!r} needs a latency probe: give a"
+                                    " target backend (--target)")
+            if "calibration" in needs and context.calibration is None:
+                context.calibration = RandomData(
+                    model, batches=RANDOM_CALIBRATION_BATCHES,
+                    batch_size=static_batch_size(model) or 1, seed=context.seed,
+                )
+                context.calibration_is_random = True
+                warnings.append(
+                    f"pass {graph_pass.name!r} needs calibration data and got none: it uses"
+                    f" {context.calibration.description}; give --calib for real statistics"
+                )
+                logger.warning("%s", warnings[-1])
 
     @staticmethod
     def _apply(graph_pass: GraphPass, model: ir.Model, done: list[PassRecord]):
@@ -151,19 +267,52 @@ class Pipeline:
         except (ir.passes.PreconditionError, ir.passes.PostconditionError) as exc:
             cause = exc.__cause__ or exc
             text = str(cause).strip().splitlines()[0] if str(cause).strip() else str(exc)
-            before = ", ".join(r.name for r in done) or "none"
             raise GraphoptError(
-                f"pass {graph_pass.name!r}: {text} (passes before it: {before})"
+                f"pass {graph_pass.name!r}: {text} (passes before it: {_names(done)})"
             ) from exc
 
     @staticmethod
-    def _enforce(
-        graph_pass: GraphPass, fidelity: Fidelity, tolerance: float, done: list[PassRecord]
-    ) -> None:
-        if not graph_pass.lossless or fidelity.max_rel <= tolerance:
+    def _judge(graph_pass: GraphPass, model: ir.Model, checked: PassFidelity,
+               record: PassRecord, report: PipelineReport, context: PassContext,
+               tolerance: float | None, on_budget: OnBudget) -> None:
+        before = _names(report.passes)
+        if graph_pass.lossless:
+            precision = float_precision(model)
+            limit = lossless_budget(precision)
+            if tolerance is not None and precision == "fp32":
+                limit = Budget((BudgetTerm("max_rel", tolerance),))
+            record.judgement = limit.judge(checked.step)
+            if not record.judgement.ok:
+                raise VerificationError(
+                    f"pass {graph_pass.name!r} changed the outputs: max rel error"
+                    f" {checked.step.max_rel:.3g} > tolerance"
+                    f" {limit.term('max_rel').limit:g} of a lossless pass on an {precision}"
+                    f" model (passes before it: {before})"
+                )
             return
-        before = ", ".join(r.name for r in done) or "none"
-        raise VerificationError(
-            f"pass {graph_pass.name!r} changed the outputs: max rel error {fidelity.max_rel:.3g}"
-            f" > tolerance {tolerance:g} (passes before it: {before})"
-        )
+        drop = None
+        if context.evaluator is not None and report.accuracy_before is not None:
+            record.accuracy = context.evaluator.accuracy(model)
+            drop = report.accuracy_before - record.accuracy
+        record.judgement = report.budget.judge(checked.cumulative, accuracy_drop=drop)
+        for text in record.judgement.unchecked:
+            report.warnings.append(f"pass {graph_pass.name!r}: budget term {text}: not checked")
+        if record.judgement.ok:
+            return
+        message = (f"pass {graph_pass.name!r} breaks the budget: "
+                   f"{'; '.join(record.judgement.failures)} (passes before it: {before})")
+        if on_budget == "warn":
+            report.warnings.append(message)
+            logger.warning("%s", message)
+            return
+        raise BudgetError(message)
+
+
+def _names(records: Sequence[PassRecord]) -> str:
+    return ", ".join(r.name for r in records) or "none"
+
+
+def _calibration_label(passes: Sequence[GraphPass], context: PassContext) -> str | None:
+    if not any("calibration" in p.needs for p in passes) or context.calibration is None:
+        return None
+    return context.calibration.description

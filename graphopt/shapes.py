@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from graphopt.passes_support import weightless_proto
 
-__all__ = ["infer_shapes", "missing_shapes"]
+__all__ = ["infer_shapes", "missing_shapes", "refresh_shapes"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,4 +63,24 @@ def infer_shapes(model: ir.Model) -> int:
         if shape is not None and (value.shape is None or value.shape != shape):
             value.shape = shape
             updated += 1
+    return updated
+
+
+def refresh_shapes(model: ir.Model) -> int:
+    """Re-infer the shapes of every node output after a rewrite changed some of them (a conv
+    pruned from 16 to 8 channels changes every shape downstream). Values inference cannot
+    type keep what they had. Returns how many values were updated."""
+    stale = {}
+    for node in model.graph:
+        for value in node.outputs:
+            if value.is_graph_output() or value.shape is None:
+                continue
+            stale[id(value)] = (value, value.shape)
+            value.shape = None
+    updated = infer_shapes(model)
+    for value, shape in stale.values():
+        if value.shape is None:
+            value.shape = shape
+        elif value.shape == shape:
+            updated -= 1
     return updated

@@ -15,27 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx_ir as ir
 
 from graphopt import oracle
 from graphopt.errors import GraphoptError
+from graphopt.feeds import check_feed, random_inputs
 
 __all__ = [
-    "LOSSLESS_MAX_REL",
     "OutputFidelity",
     "Fidelity",
     "compare_outputs",
     "random_inputs",
+    "PassFidelity",
     "Verifier",
 ]
 
-# A lossless rewrite may reorder float arithmetic (e.g. BN folded into weights), nothing more.
-LOSSLESS_MAX_REL = 1e-4
-DEFAULT_DYNAMIC_DIM = 1
-_SPATIAL_DEFAULT = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,80 +151,69 @@ def compare_outputs(
     return Fidelity(tuple(_compare_one(name, ref, out) for name, ref, out in pairs))
 
 
-_NUMPY_DTYPES = {
-    ir.DataType.FLOAT: np.float32,
-    ir.DataType.DOUBLE: np.float64,
-    ir.DataType.FLOAT16: np.float16,
-    ir.DataType.INT64: np.int64,
-    ir.DataType.INT32: np.int32,
-    ir.DataType.INT8: np.int8,
-    ir.DataType.UINT8: np.uint8,
-    ir.DataType.BOOL: np.bool_,
-}
+@dataclasses.dataclass(frozen=True)
+class PassFidelity:
+    """After one pass: against the model before it (``step``) and the original (``cumulative``)."""
+
+    step: Fidelity
+    cumulative: Fidelity
 
 
-def _concrete_shape(value: ir.Value, batch_size: int) -> tuple[int, ...]:
-    if value.shape is None:
-        raise GraphoptError(f"input {value.name!r} has no shape: pass input data explicitly")
-    dims = []
-    for axis, dim in enumerate(value.shape):
-        if isinstance(dim, int):
-            dims.append(dim)
-        elif axis == 0:
-            dims.append(batch_size)
-        else:
-            dims.append(_SPATIAL_DEFAULT if axis >= 2 else DEFAULT_DYNAMIC_DIM)
-    return tuple(dims)
-
-
-def random_inputs(
-    model: ir.Model, *, seed: int = 0, batch_size: int = 1
-) -> dict[str, np.ndarray]:
-    """Deterministic inputs for every graph input that is not an initializer.
-
-    Float inputs are standard normal (the range of normalised images and embeddings), integer
-    inputs uniform in [0, 10), booleans fair coins. Dynamic dims: batch -> ``batch_size``.
-    """
-    rng = np.random.default_rng(seed)
-    inputs: dict[str, np.ndarray] = {}
-    for value in model.graph.inputs:
-        if value.name in model.graph.initializers:
-            continue
-        dtype = value.dtype
-        if dtype not in _NUMPY_DTYPES:
-            raise GraphoptError(f"input {value.name!r}: cannot generate data of type {dtype}")
-        np_dtype = _NUMPY_DTYPES[dtype]
-        shape = _concrete_shape(value, batch_size)
-        if np.issubdtype(np_dtype, np.floating):
-            array = rng.standard_normal(shape).astype(np_dtype)
-        elif np_dtype is np.bool_:
-            array = rng.random(shape) < 0.5
-        else:
-            array = rng.integers(0, 10, size=shape).astype(np_dtype)
-        inputs[value.name] = array
-    return inputs
+def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Outputs of several batches joined along the sample axis (scalars are stacked)."""
+    if len(batches) == 1:
+        return batches[0]
+    joined = {}
+    for name in batches[0]:
+        arrays = [batch[name] for batch in batches]
+        joined[name] = (np.stack(arrays) if arrays[0].ndim == 0
+                        else np.concatenate(arrays, axis=0))
+    return joined
 
 
 class Verifier:
-    """Holds the original model's outputs on fixed inputs and compares rewrites against them."""
+    """Holds the original model's outputs on fixed inputs and compares rewrites against them.
+
+    ``data`` is one feed, a data source (its batches are kept: verification sets are small) or
+    ``None`` for seeded random inputs; ``description`` says which, for reports.
+    """
 
     def __init__(
         self,
         original: ir.Model,
-        inputs: Mapping[str, np.ndarray] | None = None,
+        data: Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]] | None = None,
         *,
         seed: int = 0,
     ) -> None:
-        from graphopt.calibration import check_feed  # calibration builds on this module
+        if data is None:
+            self.feeds = [random_inputs(original, seed=seed)]
+            self.description = f"random inputs (seed {seed}, 1 sample)"
+        elif isinstance(data, Mapping):
+            self.feeds = [dict(data)]
+            self.description = "given inputs"
+        else:
+            self.feeds = [dict(feed) for feed in data]
+            self.description = getattr(data, "description", "given inputs")
+        if not self.feeds:
+            raise GraphoptError("verification data has no samples")
+        for feed in self.feeds:
+            check_feed(original, feed)
+        self.reference = self.outputs(original)
+        self.previous = self.reference
 
-        self.inputs = dict(inputs) if inputs is not None else random_inputs(original, seed=seed)
-        check_feed(original, self.inputs)
-        session = oracle.make_session(original)
-        self.reference = oracle.run_model(session, self.inputs)
-        del session
+    def outputs(self, model: ir.Model) -> dict[str, np.ndarray]:
+        """``model``'s outputs on the verification inputs, batches joined."""
+        session = oracle.make_session(model)
+        return _concatenate([oracle.run_model(session, feed) for feed in self.feeds])
 
     def check(self, model: ir.Model) -> Fidelity:
         """Run ``model`` on the stored inputs and compare with the original's outputs."""
-        session = oracle.make_session(model)
-        outputs = oracle.run_model(session, self.inputs)
-        return compare_outputs(self.reference, outputs)
+        return compare_outputs(self.reference, self.outputs(model))
+
+    def check_pass(self, model: ir.Model) -> PassFidelity:
+        """Step and cumulative fidelity of ``model``; it becomes the next step's reference."""
+        outputs = self.outputs(model)
+        result = PassFidelity(step=compare_outputs(self.previous, outputs),
+                              cumulative=compare_outputs(self.reference, outputs))
+        self.previous = outputs
+        return result

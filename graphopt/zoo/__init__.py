@@ -3,7 +3,8 @@
 - the nine onnx-wheel "light" architectures (``resnet50`` ...) with calibrated random weights,
   materialised once into the user cache directory (``GRAPHOPT_CACHE_DIR`` overrides it);
 - small generated models for tests (``mbv2_block``, ``mlp``, ``tiny_cnn``);
-- ``digits``: a trained classifier (sklearn digits, 32x32) with its labelled test split.
+- ``digits``: a trained classifier (sklearn digits, 32x32) with labelled test and calibration
+  splits.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ __all__ = [
     "path",
     "cache_dir",
     "digits_test_data",
+    "digits_calibration_data",
     "write_large_model",
 ]
 
-ZOO_VERSION = 2  # bump when materialisation changes: caches are rebuilt
+ZOO_VERSION = 3  # bump when materialisation changes: caches are rebuilt
 TRAINED_MODELS = ("digits",)
 _DATA = "data"
 
@@ -97,7 +99,17 @@ def load(name: str) -> ir.Model:
     return load_model(path(name))
 
 
+def _digits_split(filename: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(_packaged(filename)) as data:
+        return data["x"].astype(np.float32), data["y"].astype(np.int64)
+
+
 def digits_test_data() -> tuple[np.ndarray, np.ndarray]:
     """The digits model's held-out test split: images [N,1,32,32] float32, labels [N] int64."""
-    with np.load(_packaged("digits_test.npz")) as data:
-        return data["x"].astype(np.float32), data["y"].astype(np.int64)
+    return _digits_split("digits_test.npz")
+
+
+def digits_calibration_data() -> tuple[np.ndarray, np.ndarray]:
+    """200 labelled images of the digits model's *training* split, for calibration (never the
+    test images; made by ``bench/digits_calibration_split.py``)."""
+    return _digits_split("digits_calib.npz")

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import helper, numpy_helper, shape_inference
+
+from graphopt.observe import ActivationTap, ChannelMoments
 
 __all__ = ["LIGHT_MODELS", "light_model_path", "materialise"]
 
@@ -142,19 +145,9 @@ def _levels(graph: onnx.GraphProto, targets: list[onnx.NodeProto]) -> list[list[
     return [grouped[d] for d in sorted(grouped)]
 
 
-def _session(model: onnx.ModelProto, outputs: list[str]):
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in outputs:
-        if name not in existing:
-            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(probe.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+def _tap(model: onnx.ModelProto, outputs: list[str]) -> ActivationTap:
+    """The core activation observer over a proto model, exposing ``outputs``."""
+    return ActivationTap(ir.from_proto(model), outputs)
 
 
 def _round(array: np.ndarray) -> np.ndarray:
@@ -193,14 +186,14 @@ def _calibrate_normalisers(model: onnx.ModelProto, feed: dict[str, np.ndarray]) 
     stat_names = {node.input[i] for node in normalisers for i in (3, 4)}
     stats = {name: numpy_helper.to_array(initializers[name]) for name in stat_names}
     activations = [node.input[0] for node in normalisers]
-    session = _session(_statistics_as_inputs(model, stat_names), activations)
-    for level in _levels(graph, normalisers):
-        names = [node.input[0] for node in level]
-        values = session.run(names, {**feed, **stats})
-        for node, activation in zip(level, values, strict=True):
-            axes = tuple(a for a in range(activation.ndim) if a != 1)
-            stats[node.input[3]] = _round(activation.mean(axis=axes))
-            stats[node.input[4]] = _round(activation.var(axis=axes) + 1e-3)
+    with _tap(_statistics_as_inputs(model, stat_names), activations) as tap:
+        for level in _levels(graph, normalisers):
+            moments = {node.input[0]: [ChannelMoments(axis=1)] for node in level}
+            tap.stream([{**feed, **stats}], moments)
+            for node in level:
+                (observed,) = moments[node.input[0]]
+                stats[node.input[3]] = _round(observed.mean)
+                stats[node.input[4]] = _round(observed.variance + 1e-3)
     for name, array in stats.items():
         initializers[name].CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
 
@@ -223,7 +216,8 @@ def _scale_logits(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> None:
         producer = _logit_producer(graph, output.name)
         if producer is None:
             continue
-        (logits,) = _session(model, [producer.output[0]]).run([producer.output[0]], feed)
+        with _tap(model, [producer.output[0]]) as tap:
+            logits = tap.run(feed)[producer.output[0]]
         std = float(np.std(logits))
         if not np.isfinite(std) or std == 0:
             continue
