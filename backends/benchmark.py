@@ -21,15 +21,16 @@ Steps of :func:`benchmark`:
 4. Concurrent throughput with :func:`~graphopt.backends.timing.measure_concurrent` through the
    runner's ``submit``/``wait_all`` (OpenVINO async requests, a thread pool for ORT), when the
    runner supports it.
-5. Fidelity: the runner's outputs on the benchmark inputs against the reference, judged by the
-   tolerance of the precision the runner actually ran (:data:`FIDELITY_TOLERANCES`).
+5. Fidelity: the runner's outputs on the benchmark inputs against the reference, judged on
+   the budget of the precision the runner actually ran
+   (:func:`graphopt.budget.precision_budget`, the definition the pipeline uses too).
 6. Energy per inference: the measured reading, or when none is usable the analytical
    :class:`~graphopt.backends.energy.ModelEnergyEstimator` on the model's cost at the precision
    run, with ``source`` saying which (and ``energy_fallback`` why no meter was used).
 
 Every result also records how many cores other processes kept busy during the timed phases
-(``background_cores_busy``, from /proc/stat, averaged over the sessions' timed phases) and warns
-above :data:`BACKGROUND_LOAD_WARNING`.
+(``background_cores_busy``, from :mod:`graphopt.backends.cpuload`, averaged over the sessions'
+timed phases) and warns above :data:`BACKGROUND_LOAD_WARNING`.
 """
 
 from __future__ import annotations
@@ -38,13 +39,18 @@ import dataclasses
 import logging
 import math
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from graphopt.backends.base import Runner
+from graphopt.backends.cpuload import (
+    BACKGROUND_LOAD_WARNING,
+    cpu_clocks,
+    mean_other_cores_busy,
+    other_cores_busy,
+)
 from graphopt.backends.registry import BACKENDS, BackendSpec, create_runner, parse_backend
 from graphopt.backends.stats import CV_WARNING, is_noisy, throughput_from_latency
 from graphopt.backends.timing import (
@@ -54,17 +60,16 @@ from graphopt.backends.timing import (
     measure,
     measure_concurrent,
 )
+from graphopt.budget import Judgement, precision_budget
 from graphopt.errors import GraphoptError
 
 __all__ = [
-    "FidelityTolerance",
-    "FIDELITY_TOLERANCES",
     "DEFAULT_TIMING",
     "DEFAULT_SESSIONS",
     "BenchmarkResult",
     "benchmark",
-    "judge_fidelity",
     "model_file",
+    # re-exported from graphopt.backends.cpuload, where they are defined
     "cpu_clocks",
     "other_cores_busy",
     "BACKGROUND_LOAD_WARNING",
@@ -75,53 +80,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMING = TimingConfig()
 DEFAULT_SESSIONS = 3
 """Fresh runner sessions a benchmark's timed budget is split over (see the module docstring)."""
-BACKGROUND_LOAD_WARNING = 0.25
-"""Cores kept busy by other processes during the timed phase above which a result is flagged."""
 
 Progress = Callable[[str, float], None]
 """``progress(phase, fraction)``; phases: ``compile``, ``measure``, ``concurrent``, ``fidelity``."""
-
-
-@dataclasses.dataclass(frozen=True)
-class FidelityTolerance:
-    """Limits on how far a backend's outputs may be from the fp32 reference.
-
-    ``max_rel`` bounds max |y - r| / max |r| (see :mod:`graphopt.verify`), ``min_cosine``
-    bounds the cosine similarity from below; ``None`` means not checked.
-    """
-
-    max_rel: float | None
-    min_cosine: float | None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-# The one place fidelity tolerances are defined, by the precision the backend actually ran:
-# - fp32: the lossless limit (float reordering only, e.g. a runtime's own fusions).
-# - fp16: unit roundoff 2^-11 ~ 4.9e-4 per operation; 1e-2 of the output range leaves room
-#   for accumulation over a deep network, and the direction must stay (cosine >= 0.99).
-# - bf16: 8 mantissa bits, unit roundoff 2^-8 ~ 3.9e-3 (8x fp16), hence 5e-2.
-# - int8: element-wise errors of a calibrated quantization are not bounded usefully by a
-#   relative max; the output direction is (cosine >= 0.98).
-FIDELITY_TOLERANCES: dict[str, FidelityTolerance] = {
-    "fp32": FidelityTolerance(max_rel=1e-4, min_cosine=None),
-    "fp16": FidelityTolerance(max_rel=1e-2, min_cosine=0.99),
-    "bf16": FidelityTolerance(max_rel=5e-2, min_cosine=0.99),
-    "int8": FidelityTolerance(max_rel=None, min_cosine=0.98),
-}
-
-
-def judge_fidelity(fidelity, precision: str) -> tuple[bool, list[str]]:
-    """``(ok, failures)`` of a :class:`~graphopt.verify.Fidelity` under ``precision``'s
-    tolerance (unknown precisions are judged as fp32)."""
-    tolerance = FIDELITY_TOLERANCES.get(precision, FIDELITY_TOLERANCES["fp32"])
-    failures = []
-    if tolerance.max_rel is not None and not fidelity.max_rel <= tolerance.max_rel:
-        failures.append(f"max rel {fidelity.max_rel:.2e} > {tolerance.max_rel:.0e}")
-    if tolerance.min_cosine is not None and not fidelity.cosine >= tolerance.min_cosine:
-        failures.append(f"cosine {fidelity.cosine:.4f} < {tolerance.min_cosine}")
-    return not failures, failures
 
 
 def model_file(spec: str | os.PathLike) -> Path:
@@ -154,9 +115,7 @@ class BenchmarkResult:
     energy: object  # EnergyReading, or None when energy="none"
     energy_fallback: list[str]
     fidelity: object  # graphopt.verify.Fidelity
-    fidelity_tolerance: FidelityTolerance
-    fidelity_ok: bool
-    fidelity_failures: list[str]
+    fidelity_judgement: Judgement
     settings: dict
     cost: dict
     environment: dict
@@ -175,6 +134,14 @@ class BenchmarkResult:
     @property
     def stats(self):
         return self.timing.stats
+
+    @property
+    def fidelity_ok(self) -> bool:
+        return self.fidelity_judgement.ok
+
+    @property
+    def fidelity_failures(self) -> list[str]:
+        return list(self.fidelity_judgement.failures)
 
     def to_dict(self, *, include_samples: bool = True) -> dict:
         return {
@@ -201,9 +168,8 @@ class BenchmarkResult:
             "fidelity": {
                 **self.fidelity.to_dict(),
                 "reference": "onnxruntime CPU fp32, graph optimizations off, same inputs",
-                "tolerance": self.fidelity_tolerance.to_dict(),
-                "ok": self.fidelity_ok,
-                "failures": self.fidelity_failures,
+                "judged_at": self.precision,
+                **self.fidelity_judgement.to_dict(),
             },
             "fidelity_ok": self.fidelity_ok,
             "settings": self.settings,
@@ -212,37 +178,6 @@ class BenchmarkResult:
             "environment": self.environment,
             "warnings": self.warnings,
         }
-
-
-def cpu_clocks() -> tuple[float, float, float] | None:
-    """(wall, machine-wide busy CPU seconds from /proc/stat, this process's CPU seconds);
-    ``None`` where /proc/stat does not exist."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    return time.perf_counter(), busy, time.process_time()
-
-
-def _mean_other_cores_busy(readings: list[tuple]) -> float | None:
-    """:func:`other_cores_busy` over several (before, after) periods, weighted by their length."""
-    values = [(other_cores_busy(b, a), a[0] - b[0]) for b, a in readings
-              if b is not None and a is not None]
-    values = [(v, w) for v, w in values if v is not None]
-    if not values:
-        return None
-    return sum(v * w for v, w in values) / sum(w for _, w in values)
-
-
-def other_cores_busy(before, after) -> float | None:
-    """Average number of cores that other processes kept busy between two :func:`cpu_clocks`
-    readings (a noisy-neighbour indicator; resolution one clock tick, usually 10 ms)."""
-    if before is None or after is None or after[0] <= before[0]:
-        return None
-    other = (after[1] - before[1]) - (after[2] - before[2])
-    return max(0.0, other / (after[0] - before[0]))
 
 
 def _feed_batch(feed: dict[str, np.ndarray]) -> int | None:
@@ -394,10 +329,10 @@ def benchmark(
         if meter is not None:
             meter.close()
     timing = combine_sessions(runs, config)
-    background = _mean_other_cores_busy(load_periods)
-    ok, failures = judge_fidelity(fidelity, precision)
+    background = mean_other_cores_busy(load_periods)
+    judgement = precision_budget(precision).judge(fidelity)
     reading, fallback = _energy(energy, device, cost, precision, batch_size, measured)
-    warnings = _warnings(spec, precision, timing, ok, failures, background)
+    warnings = _warnings(spec, precision, timing, judgement, background)
     environment = capture_environment(
         extra={"backend": str(spec), "precision": precision, "runner_settings": settings}
     )
@@ -416,9 +351,7 @@ def benchmark(
         energy=reading,
         energy_fallback=fallback,
         fidelity=fidelity,
-        fidelity_tolerance=FIDELITY_TOLERANCES.get(precision, FIDELITY_TOLERANCES["fp32"]),
-        fidelity_ok=ok,
-        fidelity_failures=failures,
+        fidelity_judgement=judgement,
         settings=settings,
         cost=cost.to_dict(),
         environment=environment,
@@ -444,8 +377,8 @@ def _activate(spec: BackendSpec, path: Path, model_spec, threads: int | None, ba
     return runner
 
 
-def _warnings(spec: BackendSpec, precision: str, timing: TimingResult, fidelity_ok: bool,
-              failures: list[str], background: float | None) -> list[str]:
+def _warnings(spec: BackendSpec, precision: str, timing: TimingResult, judgement: Judgement,
+              background: float | None) -> list[str]:
     warnings = []
     if background is not None and background > BACKGROUND_LOAD_WARNING:
         warnings.append(
@@ -461,8 +394,9 @@ def _warnings(spec: BackendSpec, precision: str, timing: TimingResult, fidelity_
         warnings.append("warm-up did not reach a steady state before measuring")
     if spec.precision is not None and precision != spec.precision:
         warnings.append(f"asked for {spec.precision}, the runtime ran {precision}")
-    if not fidelity_ok:
-        warnings.append(f"fidelity outside the {precision} tolerance: {', '.join(failures)}")
+    if not judgement.ok:
+        warnings.append(f"fidelity outside the {precision} budget {judgement.budget}:"
+                        f" {', '.join(judgement.failures)}")
     if math.isnan(timing.stats.p50):
         warnings.append("no latency samples")
     return warnings
