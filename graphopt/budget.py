@@ -113,7 +113,9 @@ class Budget:
                 )
             metric, operator, raw = match.groups()
             if metric not in METRICS:
-                raise GraphoptError(f"budget: unknown metric {metric!r} (metrics: {_metric_list()})")
+                raise GraphoptError(
+                    f"budget: unknown metric {metric!r} (metrics: {_metric_list()})"
+                )
             expected = METRICS[metric][0]
             if operator != expected:
                 raise GraphoptError(

@@ -66,6 +66,7 @@ def check_feed(
         )
     for name, value in expected.items():
         array = feed[name]
+        dims = _dims_text(value.shape)
         if value.dtype is not None and array.dtype != value.dtype.numpy():
             raise GraphoptError(
                 f"{where}: input {name!r} has dtype {array.dtype}, the model expects"
@@ -75,15 +76,21 @@ def check_feed(
             continue
         if array.ndim != len(value.shape):
             raise GraphoptError(
-                f"{where}: input {name!r} has shape {array.shape}, the model expects rank"
-                f" {len(value.shape)} {list(value.shape)}"
+                f"{where}: input {name!r} has shape {list(array.shape)}, the model expects rank"
+                f" {len(value.shape)} {dims}"
             )
         for axis, (dim, size) in enumerate(zip(value.shape, array.shape, strict=True)):
             if isinstance(dim, int) and dim != size:
                 raise GraphoptError(
                     f"{where}: input {name!r} has size {size} on axis {axis}, the model expects"
-                    f" {dim} (shape {list(value.shape)})"
+                    f" {dim} (shape {dims})"
                 )
+
+
+def _dims_text(shape: ir.Shape | None) -> str:
+    if shape is None:
+        return "?"
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
 
 
 def _concrete_shape(value: ir.Value, batch_size: int) -> tuple[int, ...]:

@@ -111,7 +111,7 @@ def _input_geometry(model: ir.Model, preprocess: Preprocess) -> tuple[str, str, 
             f" {[v.name for v in inputs]}: give an .npz instead"
         )
     value = inputs[0]
-    shape = list(value.shape) if value.shape is not None else []
+    shape = [d if isinstance(d, int) else str(d) for d in value.shape or []]
     if len(shape) != 4:
         raise GraphoptError(f"input {value.name!r} has shape {shape}: an image folder feeds"
                             " rank-4 image inputs")
@@ -142,16 +142,16 @@ class ImageFolderData(SampleData):
                  batch_size: int | None = None) -> None:
         self.folder = Path(folder)
         self.preprocess = Preprocess.parse(preprocess)
+        self.files = sorted(p for p in self.folder.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise GraphoptError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
         self.input_name, self.layout, self.channels, self.size = _input_geometry(
             model, self.preprocess)
         self._check_channels_of(self.preprocess.mean, "mean")
         self._check_channels_of(self.preprocess.std, "std")
         value = model_inputs(model)[0]
         self.dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
-        self.files = sorted(p for p in self.folder.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.files:
-            raise GraphoptError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
         for path in self.files:
             _verify_image(path)
         super().__init__(model, batch_size=batch_size,

@@ -215,7 +215,10 @@ class Pipeline:
                 result = self._apply(graph_pass, model, report.passes)
                 seconds = time.perf_counter() - start
                 model = result.model
-                after = model_cost(model, refresh_shapes=result.modified)
+                # Lossless rewrites keep every value's shape; lossy ones (pruning, low rank)
+                # may change them, so their costs are taken on re-inferred shapes.
+                after = model_cost(model,
+                                   refresh_shapes=result.modified and not graph_pass.lossless)
                 record = PassRecord(
                     name=graph_pass.name, options=graph_pass.options(), seconds=seconds,
                     modified=result.modified, before=cost, after=after,

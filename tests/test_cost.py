@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
@@ -54,3 +55,51 @@ def test_resnet50_reference_figures():
     cost = model_cost(resolve_model("zoo:resnet50"))
     assert cost.params == pytest.approx(25.6e6, rel=0.01)
     assert cost.macs == pytest.approx(4.1e9, rel=0.02)
+
+
+_TWO_CONVS = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 4, 8, 8] x) => (float[1, 6, 8, 8] y) {
+        w1 = Constant <value = float[16, 4, 3, 3] {0.0}> ()
+        h = Conv <pads = [1, 1, 1, 1]> (x, w1)
+        r = Relu (h)
+        w2 = Constant <value = float[6, 16, 1, 1] {0.0}> ()
+        y = Conv (r, w2)
+    }
+"""
+
+
+def test_costs_by_node_and_refreshed_after_a_channel_change():
+    model = _model(_TWO_CONVS)
+    common_passes.LiftConstantsToInitializersPass(size_limit=0)(model)
+    first, relu, second = list(model.graph)
+    before = model_cost(model)
+    first.name = second.name = ""  # names may be empty: lookups go by node
+    assert before.of(first).macs == 16 * 64 * 4 * 9
+    assert before.of(second).macs == 6 * 64 * 16
+    # Prune the first conv from 16 to 8 output channels, and the second conv's inputs.
+    first.inputs[1].const_value = ir.tensor(np.zeros((8, 4, 3, 3), np.float32))
+    first.inputs[1].shape = ir.Shape([8, 4, 3, 3])
+    second.inputs[1].const_value = ir.tensor(np.zeros((6, 8, 1, 1), np.float32))
+    second.inputs[1].shape = ir.Shape([6, 8, 1, 1])
+    stale = model_cost(model)
+    assert stale.of(first).macs == 16 * 64 * 4 * 9  # its output shape still says 16 channels
+    refreshed = model_cost(model, refresh_shapes=True)
+    assert list(relu.outputs[0].shape) == [1, 8, 8, 8]
+    assert refreshed.of(first).macs == 8 * 64 * 4 * 9
+    assert refreshed.of(second).macs == 6 * 64 * 8
+    assert refreshed.activation_bytes < before.activation_bytes
+    with pytest.raises(KeyError):
+        before.of(ir.Node("", "Relu", []))
+
+
+def test_weight_bytes_follow_the_dtype():
+    model = _model(_TWO_CONVS)
+    common_passes.LiftConstantsToInitializersPass(size_limit=0)(model)
+    first = next(iter(model.graph))
+    first.inputs[1].const_value = ir.tensor(np.zeros((16, 4, 3, 3), np.float16))
+    first.inputs[1].dtype = ir.DataType.FLOAT16
+    cost = model_cost(model)
+    assert cost.weight_bytes_by_dtype == {"float16": 16 * 4 * 9 * 2, "float": 6 * 16 * 4}
+    assert cost.of(first).weight_dtype == "float16"
+    assert cost.weight_bytes == 16 * 4 * 9 * 2 + 6 * 16 * 4

@@ -11,8 +11,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graphopt.calibration import check_feed, load_npz
-from graphopt.cli.app import DebugOption, app, console, set_debug
+from graphopt.budget import Budget
+from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
 from graphopt.cli.formatting import human_count, write_json_atomically
 from graphopt.errors import GraphoptError
 from graphopt.model_io import (
@@ -21,7 +21,9 @@ from graphopt.model_io import (
     save_model,
     stored_size_bytes,
 )
+from graphopt.pass_context import PassContext
 from graphopt.pipeline import DEFAULT_PRESET, Pipeline, PipelineReport
+from graphopt.run_data import resolve_run_data
 
 __all__ = ["optimize", "build_report"]
 
@@ -33,11 +35,12 @@ def _default_output(model: str) -> Path:
     return path.with_name(f"{path.stem}.opt.onnx")
 
 
-def build_report(model: str, output: Path, report: PipelineReport, input_size: int) -> dict:
-    """The JSON report: input, output, passes, fidelity."""
+def build_report(model: str, output: Path, report: PipelineReport, input_size: int,
+                 latency=None) -> dict:
+    """The JSON report: input, output, passes, fidelity, accuracy, budget, latency."""
     def side(cost, size):
         return {"nodes": cost.nodes, "params": cost.params, "macs": cost.macs,
-                "size_bytes": size}
+                "weight_bytes": cost.weight_bytes, "size_bytes": size}
 
     return {
         "model": model,
@@ -46,6 +49,8 @@ def build_report(model: str, output: Path, report: PipelineReport, input_size: i
         "output": side(report.output_cost, stored_size_bytes(output)),
         "passes": [record.to_dict() for record in report.passes],
         "fidelity": report.fidelity.to_dict() if report.fidelity else None,
+        **report.to_dict(),
+        "latency": latency.to_dict() if latency is not None else None,
     }
 
 
@@ -54,32 +59,43 @@ def _stats_text(stats: dict[str, int]) -> str:
     return ", ".join(shown) if shown else "no change"
 
 
+def _sqnr(fidelity) -> str:
+    return "inf" if math.isinf(fidelity.sqnr_db) else f"{fidelity.sqnr_db:.1f}"
+
+
 def _fidelity_cells(record) -> list[str]:
-    fidelity = record.fidelity
-    if fidelity is None:
+    if record.fidelity is None or record.step_fidelity is None:
         return ["-", "-"]
-    sqnr = "inf" if math.isinf(fidelity.sqnr_db) else f"{fidelity.sqnr_db:.1f}"
-    return [f"{fidelity.max_rel:.1e}", sqnr]
+    return [f"{record.step_fidelity.max_rel:.1e}", _sqnr(record.fidelity)]
 
 
 def _print_table(report: PipelineReport, verified: bool) -> None:
     """One row per pass with the model after it (the first row is the input), then what
-    each pass changed."""
+    each pass changed. "step rel" is against the model before the pass, "SQNR dB" against
+    the input; lossy passes are marked with *."""
     table = Table(title="passes", title_justify="left")
-    columns = ["pass", "s", "nodes", "params", "MACs"]
+    accuracy = report.accuracy_before is not None
+    columns = ["pass", "s", "nodes", "MACs", "weights"]
     if verified:
-        columns += ["max rel err", "SQNR dB"]
+        columns += ["step rel", "SQNR dB"]
+    if accuracy:
+        columns.append("acc %")
     for column in columns:
         table.add_column(column, justify="left" if column == "pass" else "right", no_wrap=True)
     start = report.input_cost
-    first = ["input", "", str(start.nodes), human_count(start.params), human_count(start.macs)]
-    table.add_row(*first, *(["", ""] if verified else []))
+    first = ["input", "", str(start.nodes), human_count(start.macs),
+             human_count(start.weight_bytes, "B")]
+    first += ["", ""] if verified else []
+    first += [f"{report.accuracy_before:.2f}"] if accuracy else []
+    table.add_row(*first)
     for record in report.passes:
         after = record.after
-        row = [record.name, f"{record.seconds:.3f}", str(after.nodes),
-               human_count(after.params), human_count(after.macs)]
+        row = [record.name + ("" if record.lossless else "*"), f"{record.seconds:.3f}",
+               str(after.nodes), human_count(after.macs), human_count(after.weight_bytes, "B")]
         if verified:
             row += _fidelity_cells(record)
+        if accuracy:
+            row.append("" if record.accuracy is None else f"{record.accuracy:.2f}")
         table.add_row(*row)
     console.print(table)
     for record in report.passes:
@@ -121,9 +137,53 @@ def optimize(
         bool, typer.Option("--no-verify", help="Skip running the model after every pass.")
     ] = False,
     inputs: Annotated[
-        Path | None,
-        typer.Option("--inputs", help="Verification inputs: an .npz with one array per input."),
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="Verification data: an .npz (one array per input, optional 'labels'), a folder"
+            " of images or zoo:digits:test. Default: a held-out part of --calib, else random.",
+        ),
     ] = None,
+    calib: Annotated[
+        str | None,
+        typer.Option(
+            "--calib",
+            help="Calibration data for data-aware passes: an .npz (one array per input,"
+            " leading sample axis, optional 'labels'), a folder of images (see --preprocess)"
+            " or zoo:digits.",
+        ),
+    ] = None,
+    preprocess: Annotated[
+        str | None,
+        typer.Option(
+            "--preprocess",
+            help="How images become input tensors, e.g. 'size=224,layout=nchw,scale=1/255,"
+            "mean=0.485;0.456;0.406,std=0.229;0.224;0.225,order=rgb' (default: the input's"
+            " size, 0..1).",
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Fidelity budget for lossy passes, e.g. 'sqnr>=30,accuracy_drop<=0.5'"
+            " (metrics: sqnr>=, cosine>=, top1>=, accuracy_drop<=, max_rel<=).",
+        ),
+    ] = None,
+    on_budget: Annotated[
+        str,
+        typer.Option("--on-budget", help="stop: a lossy pass that breaks the budget stops the"
+                     " run and nothing is written; warn: keep going and say so."),
+    ] = "stop",
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="Backend that passes measure latency on (ort-cpu, openvino-cpu, ...); when"
+            " given, the input and the result are also timed there, paired.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random data and data splits.")] = 0,
     explain: Annotated[
         bool,
         typer.Option("--explain", help="List every rewrite candidate that was declined and why."),
@@ -135,23 +195,30 @@ def optimize(
 ) -> None:
     """Rewrite MODEL with a pipeline (the lossless preset by default), verify and save it.
 
-    Every pass is verified against onnxruntime with graph optimizations off unless --no-verify;
-    a lossless pass that changes the outputs stops the run and names itself.
+    Every pass is verified against onnxruntime with graph optimizations off unless --no-verify:
+    a lossless pass must keep its step (against the model before it) within tolerance, a lossy
+    pass (quantize, convert_float ...) the --budget (against the input model). Fidelity is
+    measured on data the calibration never saw; with labelled data the table shows top-1
+    accuracy after each lossy pass.
     """
     set_debug(debug)
     if preset and passes:
         raise GraphoptError("give either --preset or --passes, not both")
+    if on_budget not in ("stop", "warn"):
+        raise GraphoptError(f"--on-budget {on_budget!r}: expected stop or warn")
     spec = passes or preset or DEFAULT_PRESET
     pipeline = Pipeline.from_spec(spec) if passes else Pipeline.from_preset(spec)
+    fidelity_budget = Budget.parse(budget)
     out_path = output or _default_output(model)
     if not model.startswith(ZOO_PREFIX) and Path(model).resolve() == out_path.resolve():
         raise GraphoptError(f"{out_path}: refusing to overwrite the input model")
+    probe = _latency_probe(target) if target else None
     ir_model = resolve_model(model)
     input_size = stored_size_bytes(model, ir_model)
-    feed = None
-    if inputs is not None:
-        feed = load_npz(inputs)
-        check_feed(ir_model, feed, where=str(inputs))
+    data = resolve_run_data(ir_model, model, calib=calib, inputs=inputs,
+                            preprocess=preprocess, seed=seed)
+    context = PassContext(calibration=data.calibration, evaluator=data.evaluator,
+                          latency=probe, seed=seed)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
         console=console, transient=True, disable=json_output or not console.is_terminal,
@@ -161,24 +228,71 @@ def optimize(
         def on_progress(done: int, total: int, name: str) -> None:
             progress.update(task, completed=done, description=name)
 
-        result = pipeline.run(ir_model, verify=not no_verify, inputs=feed, progress=on_progress)
+        result = pipeline.run(
+            ir_model, verify=not no_verify, inputs=data.verification, budget=fidelity_budget,
+            on_budget=on_budget, context=context, progress=on_progress,
+        )
         progress.update(task, description="saving")
         save_model(ir_model, out_path)
-    data = build_report(model, out_path, result, input_size)
+        latency = None
+        if probe is not None:
+            progress.update(task, description=f"timing on {target}")
+            latency = probe.compare(resolve_model(model), ir_model)
+    summary = build_report(model, out_path, result, input_size, latency)
     if report is not None:
-        write_json_atomically(report, data)
+        write_json_atomically(report, summary)
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}", highlight=False, soft_wrap=True, markup=False)
     if json_output:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(summary, indent=2))
         return
     _print_table(result, verified=not no_verify)
     if explain:
         _print_explanations(result)
-    inp, out = data["input"], data["output"]
+    _print_summary(model, out_path, summary, result, latency)
+    if report is not None:
+        console.print(f"report: {report}", highlight=False)
+
+
+def _latency_probe(target: str):
+    """The latency probe of backend ``target`` (checked to be available here)."""
+    from graphopt.backends.probe import make_probe
+
+    return make_probe(target)
+
+
+def _print_summary(model: str, out_path: Path, summary: dict, result: PipelineReport,
+                   latency) -> None:
+    inp, out = summary["input"], summary["output"]
     console.print(
         f"{model} -> {out_path}: nodes {inp['nodes']} -> {out['nodes']}, "
         f"size {human_count(inp['size_bytes'], 'B')} -> {human_count(out['size_bytes'], 'B')}"
         + (f", {result.fidelity.summary()}" if result.fidelity else ", not verified"),
         highlight=False,
     )
-    if report is not None:
-        console.print(f"report: {report}", highlight=False)
+    if result.verification_data:
+        console.print(f"verified on: {result.verification_data}", highlight=False,
+                      markup=False)
+    if result.calibration_data:
+        console.print(f"calibrated on: {result.calibration_data}", highlight=False,
+                      markup=False)
+    if result.accuracy_before is not None:
+        console.print(
+            f"top-1 accuracy on {result.accuracy_data}: {result.accuracy_before:.2f}% ->"
+            f" {result.accuracy_after:.2f}%", highlight=False, markup=False)
+    if result.budget:
+        console.print(f"budget {result.budget}: kept by every lossy pass"
+                      if not any("breaks the budget" in w for w in result.warnings)
+                      else f"budget {result.budget}: broken (see warnings)", highlight=False)
+    if latency is not None:
+        console.print(_latency_line(latency), highlight=False, markup=False)
+
+
+def _latency_line(latency) -> str:
+    base, cand = latency.baseline, latency.candidate
+    return (
+        f"latency on {latency.target}: {base.median_ms:.3g} ms -> {cand.median_ms:.3g} ms,"
+        f" speedup {latency.speedup:.3f}x ({latency.confidence:.0%} CI"
+        f" {latency.ci_low:.3f}-{latency.ci_high:.3f}): {latency.verdict}"
+        + (" - the optimized model is slower here" if latency.verdict == "slower" else "")
+    )
