@@ -23,6 +23,7 @@ def _catalogue() -> dict:
         passes[name] = {
             "summary": cls.summary or (cls.__doc__ or "").strip().splitlines()[0],
             "lossless": cls.lossless,
+            "needs": sorted(cls.needs),
             "options": {
                 key: {"type": describe_type(kind), "default": repr(default)}
                 for key, (kind, default) in option_fields(cls).items()
@@ -45,13 +46,14 @@ def passes(
         typer.echo(json.dumps(data, indent=2))
         return
     table = Table(title="passes", title_justify="left")
-    for column in ("pass", "lossless", "what it does", "options"):
+    for column in ("pass", "lossless", "needs", "what it does", "options"):
         table.add_column(column)
     for name, info in data["passes"].items():
         options = "\n".join(
             f"{key}: {o['type']} = {o['default']}" for key, o in info["options"].items()
         )
-        table.add_row(name, "yes" if info["lossless"] else "no", info["summary"], options or "-")
+        table.add_row(name, "yes" if info["lossless"] else "no",
+                      ", ".join(info["needs"]) or "-", info["summary"], options or "-")
     console.print(table)
     presets = Table(title="presets", title_justify="left")
     for column in ("preset", "spec", "description"):
