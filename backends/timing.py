@@ -37,7 +37,14 @@ import numpy as np
 
 from .stats import LatencyStats, summarize
 
-__all__ = ["TimingConfig", "TimingResult", "combine_sessions", "measure", "measure_concurrent"]
+__all__ = [
+    "TimingConfig",
+    "TimingResult",
+    "combine_sessions",
+    "is_steady",
+    "measure",
+    "measure_concurrent",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -278,13 +285,17 @@ def _warm_up(
     while True:
         end, duration = _timed(call, sync, clock)
         durations.append(duration)
-        if len(durations) >= needed and _is_steady(durations, window, config.warmup_tolerance):
+        if len(durations) >= needed and is_steady(durations, window, config.warmup_tolerance):
             return len(durations), end - start, True
         if end - start >= budget_ns:
             return len(durations), end - start, False
 
 
-def _is_steady(durations: list[int], window: int, tolerance: float) -> bool:
+def is_steady(durations: Sequence[float], window: int, tolerance: float) -> bool:
+    """The warm-up rule: the median of the last ``window`` durations is within ``tolerance``
+    (relative) of the median of the ``window`` before (needs ``2 * window`` durations)."""
+    if len(durations) < 2 * window:
+        return False
     last = float(np.median(durations[-window:]))
     before = float(np.median(durations[-2 * window : -window]))
     return abs(last - before) <= tolerance * max(before, 1.0)
