@@ -6,6 +6,9 @@ reads ``INFERENCE_PRECISION_HINT`` back from the compiled model and reports that
 ``precision``; a graph with quantization operators reports ``int8`` (its quantized layers run
 in int8 whatever the hint says about the rest).
 
+``pin`` sets ``ENABLE_CPU_PINNING`` (``ov::hint::enable_cpu_pinning``: each stream's threads
+bound to cores); ``None`` leaves OpenVINO's default, and the value in use is read back.
+
 Concurrent throughput goes through ``AsyncInferQueue`` with as many requests as the compiled
 model's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` (at least two, so one request is always queued).
 """
@@ -92,6 +95,7 @@ class OpenVinoRunner(Runner):
         streams: int | None = None,
         threads: int | None = None,
         requests: int | None = None,
+        pin: bool | None = None,
         name: str | None = None,
     ) -> None:
         device = device.upper()
@@ -111,6 +115,7 @@ class OpenVinoRunner(Runner):
         self.streams = streams
         self.threads = threads
         self.requests = requests
+        self.pin = pin
         self.compiled = None
         self._request = None
         self._queue = None
@@ -126,6 +131,8 @@ class OpenVinoRunner(Runner):
             config["NUM_STREAMS"] = str(self.streams)
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
+        if self.pin is not None:
+            config["ENABLE_CPU_PINNING"] = "YES" if self.pin else "NO"
         return config
 
     def _activate_impl(self) -> None:
@@ -159,6 +166,7 @@ class OpenVinoRunner(Runner):
             "inference_precision_hint": used_name,
             "num_streams": self._read_property("NUM_STREAMS"),
             "inference_num_threads": self._read_property("INFERENCE_NUM_THREADS"),
+            "enable_cpu_pinning": self._read_property("ENABLE_CPU_PINNING"),
             "optimal_requests": self._read_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"),
             "async_requests": self._async_requests(),
         }

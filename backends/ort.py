@@ -7,6 +7,12 @@ told to lower it (TensorRT EP ``fp16``/``int8``, OpenVINO EP ``fp16``).
 
 Concurrent requests run ``session.run`` (which releases the GIL) on a thread pool; by default
 workers x intra-op threads = available cores, so one worker when ORT uses every core.
+
+``pin=True`` binds each intra-op thread to a core of its own (:mod:`graphopt.backends.placement`):
+the calling thread, which runs part of every parallel region, to the first available core
+while the runner is active, the pool threads to the next ones. Without ``threads`` it pins
+one thread per available core. Left alone (``threads=0``), ORT places its pool threads itself
+and the caller floats.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.backends import placement
 from graphopt.backends.base import ModelSource, Runner, TensorMeta, graph_precision
 
 __all__ = [
@@ -113,6 +120,7 @@ class OrtRunner(Runner):
         inter_op_threads: int = 1,
         io_binding: bool = False,
         spinning: bool = True,
+        pin: bool = False,
         provider_options: Mapping[str, Any] | None = None,
         name: str | None = None,
         async_workers: int | None = None,
@@ -130,6 +138,9 @@ class OrtRunner(Runner):
                 f"ORT {provider} runs the graph's own precision; it cannot be told to run"
                 f" {precision} (convert or quantize the model instead)"
             )
+        if pin:
+            threads = threads or len(placement.available_cores())
+            placement.ort_pool_affinities(threads)  # fail now when there are too few cores
         super().__init__(model, name=name or f"ort-{provider}",
                          async_workers=async_workers or _default_workers(threads))
         self.provider = provider
@@ -139,6 +150,8 @@ class OrtRunner(Runner):
         self.inter_op_threads = inter_op_threads
         self.io_binding = io_binding
         self.spinning = spinning
+        self.pin = pin
+        self._caller_pinned = False
         self.provider_options = dict(provider_options or {})
         self.session = None
         self._local = threading.local()
@@ -169,6 +182,9 @@ class OrtRunner(Runner):
             # sensitive to other processes competing for the cores.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if self.pin and self.threads > 1:
+            options.add_session_config_entry("session.intra_op_thread_affinities",
+                                             placement.ort_pool_affinities(self.threads))
         return options
 
     def _provider_list(self) -> list:
@@ -192,6 +208,9 @@ class OrtRunner(Runner):
             raise RuntimeError(reason)
         path = self.load_model()
         options, providers = self._options(), self._provider_list()
+        if self.pin:
+            placement.pin_caller(placement.available_cores()[0])
+            self._caller_pinned = True
         with self._compiling():
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         self._output_names = [o.name for o in self.session.get_outputs()]
@@ -213,9 +232,17 @@ class OrtRunner(Runner):
             "inter_op_threads": self.inter_op_threads,
             "io_binding": self.io_binding,
             "thread_spinning": self.spinning,
+            "thread_pinning": self._pinning(),
             "requested_precision": self.requested_precision,
             "async_workers": self.async_workers,
         }
+
+    def _pinning(self) -> str:
+        if not self.pin:
+            return "off" if self.threads else "runtime default (ORT places its pool threads)"
+        cores = placement.available_cores()
+        pool = cores[1:self.threads]
+        return f"caller on core {cores[0]}" + (f", pool on cores {pool}" if pool else "")
 
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.io_binding:
@@ -242,6 +269,9 @@ class OrtRunner(Runner):
     def _deactivate_impl(self) -> None:
         self._local = threading.local()
         self.session = None
+        if self._caller_pinned:
+            placement.unpin_caller()
+            self._caller_pinned = False
 
     def _input_metadata_impl(self) -> dict[str, TensorMeta]:
         return {i.name: _meta(i) for i in self.session.get_inputs()}

@@ -103,6 +103,7 @@ def _ort_options(extra: Mapping[str, tuple[Callable[[str], object], str]] | None
         "opt": (_to_lower, "optimization"),
         "io_binding": (_to_bool, "io_binding"),
         "spin": (_to_bool, "spinning"),
+        "pin": (_to_bool, "pin"),
         "workers": (_to_int, "async_workers"),
     }
     options.update(extra or {})
@@ -114,6 +115,7 @@ _OPENVINO_OPTIONS = {
     "streams": (_to_int, "streams"),
     "threads": (_to_int, "threads"),
     "requests": (_to_int, "requests"),
+    "pin": (_to_bool, "pin"),
 }
 _TENSORRT_OPTIONS = {
     "workspace_mb": (_to_int, "workspace_mb"),
@@ -261,11 +263,13 @@ def available_backends() -> list[tuple[str, bool, str]]:
     return [(name, *check_available(name)) for name in BACKENDS]
 
 
-def _keywords(spec: BackendSpec, threads: int | None) -> dict[str, object]:
+def _keywords(spec: BackendSpec, threads: int | None, pin: bool | None) -> dict[str, object]:
     backend = BACKENDS[spec.name]
     keywords: dict[str, object] = {}
     if threads is not None and "threads" in backend.options:
         keywords["threads"] = threads
+    if pin is not None and "pin" in backend.options:
+        keywords["pin"] = pin
     for key, value in spec.options.items():
         convert, keyword = backend.options[key]
         try:
@@ -280,11 +284,13 @@ def create_runner(
     model: ModelSource,
     *,
     threads: int | None = None,
+    pin: bool | None = None,
     batch_size: int = 1,
 ) -> Runner:
     """Build (not activate) the runner for ``spec`` on ``model``.
 
-    ``threads`` applies to backends with a CPU thread setting unless the spec sets its own;
+    ``threads`` and ``pin`` (bind intra-op threads to cores) apply to backends with such a
+    setting unless the spec sets its own;
     ``batch_size`` is the batch that will be run (TensorRT builds its profile for it).
     Raises ``BackendUnavailableError`` when the backend cannot run here.
     """
@@ -293,7 +299,7 @@ def create_runner(
     ok, reason = check_available(spec.name)
     if not ok:
         raise BackendUnavailableError(f"{spec.name} is not available here: {reason}")
-    keywords = _keywords(spec, threads)
+    keywords = _keywords(spec, threads, pin)
     if isinstance(model, (str, os.PathLike)) and not os.path.isfile(model):
         raise BackendUnavailableError(f"{spec}: model file {os.fspath(model)} does not exist")
     try:
