@@ -51,7 +51,7 @@ from graphopt.backends.cpuload import (
     mean_other_cores_busy,
     other_cores_busy,
 )
-from graphopt.backends.registry import BACKENDS, BackendSpec, create_runner, parse_backend
+from graphopt.backends.registry import BACKENDS, BackendSpec, parse_backend, start_runner
 from graphopt.backends.stats import CV_WARNING, is_noisy, throughput_from_latency
 from graphopt.backends.timing import (
     TimingConfig,
@@ -243,6 +243,7 @@ def benchmark(
     sessions: int = DEFAULT_SESSIONS,
     batch_size: int = 1,
     threads: int | None = None,
+    pin: bool | None = None,
     energy: str = "auto",
     seed: int = 0,
     concurrent_seconds: float | None = None,
@@ -252,8 +253,10 @@ def benchmark(
     """Measure ``model_spec`` on ``backend_spec`` (steps in the module docstring).
 
     ``config`` is the whole timed budget, split evenly over ``sessions`` fresh runner sessions
-    (1 measures a single session). ``energy`` is ``auto`` (a measured meter if readable, else
-    the model), ``rapl``/``nvml`` (that meter or an error), ``model`` or ``none``.
+    (1 measures a single session). ``threads`` and ``pin`` (bind intra-op threads to cores)
+    apply to backends with those settings unless the spec sets its own. ``energy`` is
+    ``auto`` (a measured meter if readable, else the model), ``rapl``/``nvml`` (that meter or
+    an error), ``model`` or ``none``.
     ``concurrent_seconds`` defaults to ``config.min_seconds``; 0 skips the concurrent phase. A
     measured meter first records ``energy_baseline_seconds`` of idle power, subtracted from
     the reading.
@@ -294,7 +297,7 @@ def benchmark(
                 if progress is not None:
                     progress(phase, (index + fraction) / sessions)
 
-            runner = _activate(spec, path, model_spec, threads, batch_size, report)
+            runner = _activate(spec, path, model_spec, threads, pin, batch_size, report)
             try:
                 calls = [0]
 
@@ -361,18 +364,12 @@ def benchmark(
     )
 
 
-def _activate(spec: BackendSpec, path: Path, model_spec, threads: int | None, batch_size: int,
-              report: Progress) -> Runner:
+def _activate(spec: BackendSpec, path: Path, model_spec, threads: int | None, pin: bool | None,
+              batch_size: int, report: Progress) -> Runner:
     """A fresh, activated runner (one session); activation failures become one-line errors."""
-    runner = create_runner(spec, path, threads=threads, batch_size=batch_size)
     report("compile", 0.0)
-    try:
-        runner.activate()
-    except GraphoptError:
-        raise
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GraphoptError(f"{spec} cannot run {model_spec}: {text}") from exc
+    runner = start_runner(spec, path, label=os.fspath(model_spec), threads=threads, pin=pin,
+                          batch_size=batch_size)
     report("compile", 1.0)
     return runner
 

@@ -27,8 +27,9 @@ rounds in which both ran. Method:
    spilled onto the cores this measurement uses. The ``contention`` policy decides:
    ``flag`` keeps such segments and reports them, ``extend`` drops their rounds and measures
    on within the budget, ``pause`` drops them, waits until the machine is quiet again and
-   runs one untimed round before resuming. If fewer than ``min_rounds`` quiet rounds remain
-   at the end, every round is used and the result says so.
+   runs one untimed round before resuming. If the machine stays busy (fewer than
+   ``min_rounds`` quiet rounds by half the budget, or at the end), every round is used from
+   then on and the result says so (``contention_fallback``).
 6. **Stopping rule**: after each segment, once ``min_rounds`` rounds are kept, the speedup
    CI of every candidate (:func:`graphopt.backends.speedup.paired_speedup`, rounds resampled
    as pairs) is computed; the measurement stops when every CI is within ``+-ci_target``
@@ -36,15 +37,23 @@ rounds in which both ran. Method:
    (``"time_budget"``). At least :data:`~graphopt.backends.speedup.MIN_PAIRS` rounds are run
    whatever the budget. With a single arm the rule applies to the CI of its median.
 
+**Sessions**: an arm may bring several runner sessions of the same configuration (all
+alive). A session shifts every latency it produces (memory layout, thread placement), so
+two sessions of one model differ by a few tenths of a percent, which one session per arm
+would report as a speedup. Every group of A rounds runs on the next session of each arm in
+turn, the warm-up turns rotate the same way, and the speedup CI resamples sessions, then
+rounds within them (two levels, see :mod:`graphopt.backends.speedup`).
+
 Each arm's absolute figures come from :func:`graphopt.backends.stats.summarize` over its
-timed calls in the rounds used, grouped into at most :data:`ABSOLUTE_GROUPS` runs of
-consecutive rounds (a two-level bootstrap: those runs, then calls; the CI of the median is
-95% whatever ``confidence`` says, which applies to the speedup).
+timed calls in the rounds used, grouped by session (or, with one session, into at most
+:data:`ABSOLUTE_GROUPS` runs of consecutive rounds): a two-level bootstrap, groups then
+calls. The CI of the median is 95% whatever ``confidence`` says (that applies to speedups).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import random
@@ -69,7 +78,7 @@ from graphopt.backends.speedup import (
     SpeedupInterval,
     paired_speedup,
 )
-from graphopt.backends.stats import LatencyStats, summarize
+from graphopt.backends.stats import DEFAULT_BOOTSTRAP, LatencyStats, summarize
 from graphopt.backends.timing import Clock, is_steady
 from graphopt.latency import Verdict, verdict_of
 
@@ -111,10 +120,17 @@ Progress = Callable[[str, float], None]
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One side of a comparison: a name and a call that runs one inference."""
+    """One side of a comparison: a name and, per runner session, a call that runs one
+    inference (a single callable is one session)."""
 
     name: str
-    call: Callable[[], object]
+    sessions: tuple[Callable[[], object], ...]
+
+    def __post_init__(self) -> None:
+        sessions = (self.sessions,) if callable(self.sessions) else tuple(self.sessions)
+        if not sessions:
+            raise ValueError(f"arm {self.name!r} has no session to call")
+        object.__setattr__(self, "sessions", sessions)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -239,7 +255,9 @@ class PairedResult:
     stop_detail: str
     rounds_run: int
     rounds_used: int
+    sessions: int
     orders: list[tuple[int, ...]]
+    round_sessions: list[int]
     segments: list[dict]
     contention_fallback: bool
     paused_seconds: float
@@ -274,6 +292,7 @@ class PairedResult:
             "stop_detail": self.stop_detail,
             "rounds_run": self.rounds_run,
             "rounds_used": self.rounds_used,
+            "sessions": self.sessions,
             "contention_policy": self.config.contention,
             "contended_segments": self.contended_segments,
             "contention_fallback": self.contention_fallback,
@@ -287,6 +306,7 @@ class PairedResult:
             "arms": [a.to_dict(include_samples=include_samples) for a in self.arms],
             "segments": self.segments,
             "orders": [list(o) for o in self.orders] if include_samples else None,
+            "round_sessions": self.round_sessions if include_samples else None,
             "warnings": self.warnings,
         }
 
@@ -307,6 +327,7 @@ def balanced_orders(arms: int, rng: random.Random) -> Iterator[tuple[int, ...]]:
 @dataclasses.dataclass
 class _Round:
     order: tuple[int, ...]
+    session: int
     timed: list[list[int]]  # per arm, ns
     lead_in: list[list[int]]
     kept: bool = True
@@ -331,6 +352,9 @@ def measure_paired(
     names = [arm.name for arm in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be unique, got {names}")
+    if len({len(arm.sessions) for arm in arms}) != 1:
+        raise ValueError("every arm needs the same number of sessions, got"
+                         f" {[len(arm.sessions) for arm in arms]}")
     run = _Run(list(arms), config, progress, clock, load, sleep)
     return run.execute()
 
@@ -346,16 +370,19 @@ class _Run:
         self.load = load
         self.sleep = sleep
         self.rng = random.Random(config.seed)
+        self.sessions = len(arms[0].sessions)
         self.rounds: list[_Round] = []
         self.segments: list[dict] = []
         self.paused_ns = 0
+        self.fallback = False
 
     # -- phases ----------------------------------------------------------------------------
 
     def execute(self) -> PairedResult:
         config, clock = self.config, self.clock
         wall_start = clock()
-        first = [self._timed(arm.call) for arm in self.arms]
+        # Each session's first call apart; the first session's is reported.
+        first = [[self._timed(call) for call in arm.sessions][0] for arm in self.arms]
         self.start = clock()
         self.deadline = self.start + int(config.max_seconds * 1e9)
         warmups, steady, warmup_medians = self._warm_up()
@@ -368,7 +395,7 @@ class _Run:
         stop_reason = None
         while stop_reason is None:
             stop_reason = self._segment(orders)
-        used, fallback = self._rounds_used()
+        used = self._rounds_used()
         blocks = _block_medians(used, len(self.arms))
         arm_results = [
             self._arm_result(index, first[index], warmups[index], steady[index], used,
@@ -384,9 +411,11 @@ class _Run:
             stop_detail=detail,
             rounds_run=len(self.rounds),
             rounds_used=len(used),
+            sessions=self.sessions,
             orders=[r.order for r in used],
+            round_sessions=[r.session for r in used],
             segments=self.segments,
-            contention_fallback=fallback,
+            contention_fallback=self.fallback,
             paused_seconds=self.paused_ns / 1e9,
             warmup_seconds=warmup_ns / 1e9,
             wall_seconds=(clock() - wall_start) / 1e9,
@@ -407,11 +436,12 @@ class _Run:
         steady = [False] * len(self.arms)
         if self.progress is not None:
             self.progress("warm-up", 0.0)
-        while True:
+        for turn in itertools.count():
             for index, arm in enumerate(self.arms):
+                call = arm.sessions[turn % self.sessions]
                 for _ in range(config.lead_in_calls):  # as in a block: after a switch
-                    arm.call()
-                durations[index].append(self._timed(arm.call))
+                    call()
+                durations[index].append(self._timed(call))
                 if len(durations[index]) >= needed:
                     steady[index] = is_steady(durations[index], config.warmup_window,
                                               config.warmup_tolerance)
@@ -432,7 +462,7 @@ class _Run:
         first_round = len(self.rounds)
         segment_ns = int(config.segment_seconds * 1e9)
         while True:
-            self.rounds.append(self._round(next(orders)))
+            self.rounds.append(self._round(next(orders), len(self.rounds)))
             now = clock()
             if len(self.rounds) >= config.max_rounds:
                 break
@@ -467,9 +497,17 @@ class _Run:
 
     def _stop_reason(self) -> str | None:
         config = self.config
-        kept = [r for r in self.rounds if r.kept]
         if len(self.rounds) >= config.max_rounds:
             return STOP_MAX_ROUNDS
+        kept = [r for r in self.rounds if r.kept]
+        half_budget = self.clock() - self.start >= (self.deadline - self.start) // 2
+        dropped = len(kept) < len(self.rounds)
+        if dropped and len(kept) < config.min_rounds and half_budget and not self.fallback:
+            logger.warning("only %d of %d rounds were quiet by half the budget: the machine is"
+                           " busy, every round counts from now on", len(kept), len(self.rounds))
+            self.fallback = True
+        if self.fallback:
+            kept = self.rounds
         if len(kept) >= config.min_rounds and self._worst_half_width(kept) <= config.ci_target:
             return STOP_CI_TARGET
         if self.clock() >= self.deadline and len(self.rounds) >= MIN_PAIRS:
@@ -488,20 +526,23 @@ class _Run:
         self.paused_ns += self.clock() - start
         # One round outside the statistics (caches and threads), in a fixed order so the
         # balanced schedule stays balanced.
-        self._round(tuple(range(len(self.arms))))
+        self._round(tuple(range(len(self.arms))), len(self.rounds))
 
     # -- one round -------------------------------------------------------------------------
 
-    def _round(self, order: tuple[int, ...]) -> _Round:
+    def _round(self, order: tuple[int, ...], number: int) -> _Round:
+        """Round ``number``: a block of every arm in ``order``, all on the session of that
+        round's group (groups of A rounds take the sessions in turn)."""
+        session = (number // len(self.arms)) % self.sessions
         timed: list[list[int]] = [[] for _ in self.arms]
         lead_in: list[list[int]] = [[] for _ in self.arms]
         for index in order:
-            call = self.arms[index].call
+            call = self.arms[index].sessions[session]
             for _ in range(self.config.lead_in_calls):
                 lead_in[index].append(self._timed(call))
             for _ in range(self.block_calls[index]):
                 timed[index].append(self._timed(call))
-        return _Round(order, timed, lead_in)
+        return _Round(order, session, timed, lead_in)
 
     def _timed(self, call: Callable[[], object]) -> int:
         start = self.clock()
@@ -510,27 +551,29 @@ class _Run:
 
     # -- statistics ------------------------------------------------------------------------
 
-    def _rounds_used(self) -> tuple[list[_Round], bool]:
+    def _rounds_used(self) -> list[_Round]:
         kept = [r for r in self.rounds if r.kept]
-        if len(kept) >= self.config.min_rounds or len(kept) == len(self.rounds):
-            return kept, False
-        logger.warning("only %d of %d rounds were quiet: using every round", len(kept),
-                       len(self.rounds))
-        return list(self.rounds), True
+        dropped = len(kept) < len(self.rounds)
+        if dropped and not self.fallback and len(kept) < self.config.min_rounds:
+            logger.warning("only %d of %d rounds were quiet: using every round", len(kept),
+                           len(self.rounds))
+            self.fallback = True
+        return list(self.rounds) if self.fallback else kept
 
     def _intervals(self, rounds: list[_Round]) -> list[SpeedupInterval]:
         blocks = _block_medians(rounds, len(self.arms))
+        groups = [r.session for r in rounds] if self.sessions > 1 else None
         return [
             paired_speedup(blocks[0], blocks[index], confidence=self.config.confidence,
-                           seed=self.config.seed, resamples=self.config.resamples)
+                           seed=self.config.seed, resamples=self.config.resamples,
+                           groups=groups)
             for index in range(1, len(self.arms))
         ]
 
     def _worst_half_width(self, rounds: list[_Round]) -> float:
         if len(self.arms) > 1:
             return max(interval.half_width for interval in self._intervals(rounds))
-        stats = _arm_stats(rounds, 0)
-        return _median_half_width(stats)
+        return _median_half_width(self._arm_stats(rounds, 0, bootstrap=500))
 
     def _comparisons(self, rounds: list[_Round]) -> list[Comparison]:
         baseline = self.arms[0].name
@@ -553,9 +596,17 @@ class _Run:
             samples_round=round_ids,
             block_us=blocks / 1e3,
             lead_in_us=np.asarray(lead_in, dtype=np.float64) / 1e3,
-            stats=summarize(samples, groups=_chunks(round_ids, len(rounds)),
-                            seed=self.config.seed),
+            stats=self._arm_stats(rounds, index),
         )
+
+    def _arm_stats(self, rounds: list[_Round], index: int,
+                   bootstrap: int = DEFAULT_BOOTSTRAP) -> LatencyStats:
+        samples, round_ids = _arm_samples(rounds, index)
+        if self.sessions > 1:
+            groups = np.array([rounds[r].session for r in round_ids])
+        else:
+            groups = round_ids * min(ABSOLUTE_GROUPS, len(rounds)) // len(rounds)
+        return summarize(samples, groups=groups, seed=self.config.seed, bootstrap=bootstrap)
 
     def _stop_detail(self, reason: str, used: list[_Round], comparisons: list[Comparison],
                      arms: list[ArmResult]) -> str:
@@ -594,16 +645,6 @@ def _arm_samples(rounds: list[_Round], index: int) -> tuple[np.ndarray, np.ndarr
     round_ids = np.concatenate([np.full(len(r.timed[index]), i, dtype=np.int64)
                                 for i, r in enumerate(rounds)])
     return samples / 1e3, round_ids
-
-
-def _chunks(round_ids: np.ndarray, rounds: int) -> np.ndarray:
-    """Round ids -> ids of at most :data:`ABSOLUTE_GROUPS` runs of consecutive rounds."""
-    return round_ids * min(ABSOLUTE_GROUPS, rounds) // max(rounds, 1)
-
-
-def _arm_stats(rounds: list[_Round], index: int) -> LatencyStats:
-    samples, round_ids = _arm_samples(rounds, index)
-    return summarize(samples, groups=_chunks(round_ids, len(rounds)), bootstrap=500)
 
 
 def _median_half_width(stats: LatencyStats) -> float:

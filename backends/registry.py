@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Mapping
 
 from graphopt.backends.base import ModelSource, Runner, canonical_precision
-from graphopt.errors import BackendUnavailableError
+from graphopt.errors import BackendUnavailableError, GraphoptError
 
 __all__ = [
     "BackendSpec",
@@ -37,6 +37,7 @@ __all__ = [
     "available_backends",
     "check_available",
     "create_runner",
+    "start_runner",
 ]
 
 DEFAULT_BACKEND = "ort-cpu"
@@ -308,3 +309,27 @@ def create_runner(
         )
     except ValueError as exc:
         raise BackendUnavailableError(f"{spec}: {exc}") from None
+
+
+def start_runner(
+    spec: BackendSpec | str,
+    model: ModelSource,
+    *,
+    label: str,
+    threads: int | None = None,
+    pin: bool | None = None,
+    batch_size: int = 1,
+) -> Runner:
+    """:func:`create_runner`, then activate it; a runtime that cannot run the model becomes
+    one :class:`~graphopt.errors.GraphoptError` line naming the backend and ``label``."""
+    if isinstance(spec, str):
+        spec = parse_backend(spec)
+    runner = create_runner(spec, model, threads=threads, pin=pin, batch_size=batch_size)
+    try:
+        runner.activate()
+    except GraphoptError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GraphoptError(f"{spec} cannot run {label}: {text}") from exc
+    return runner

@@ -18,6 +18,14 @@ Definitions
   the CI of the ratio itself, not a ratio of two independent CIs, so drift shared by both
   arms cancels instead of widening it. Resamples are drawn from a generator seeded with
   ``seed`` (same data and seed, same interval).
+- With ``groups`` (one id per round: the runner session pair the round used) the resampling
+  has **two levels**, as :mod:`graphopt.backends.stats` does for absolute latencies: draw as
+  many groups as there are, with replacement, then from each drawn group as many of its
+  rounds as it holds. A session shifts every latency it produces (memory layout, thread
+  placement), so two sessions of the *same* model differ by a few tenths of a percent; with
+  one session per arm that difference would pass for a speedup. Resampling the sessions puts
+  it into the interval (and, when sessions do not differ, counts the round noise up to about
+  twice: the interval is then up to ~sqrt(2) wider than the one-level one).
 - It is an *expanded* percentile interval (Hesterberg 2015, "What teachers should know about
   the bootstrap", section 4): the plain percentile bootstrap is too narrow for small samples
   (it behaves like a z interval with divisor ``n`` instead of a t interval with ``n - 1``), so
@@ -89,12 +97,14 @@ def paired_speedup(
     trim: float = DEFAULT_TRIM,
     seed: int = 0,
     resamples: int = DEFAULT_RESAMPLES,
+    groups: Sequence[int] | np.ndarray | None = None,
 ) -> SpeedupInterval:
     """The speedup of ``candidate`` over ``baseline`` from per-round block statistics.
 
-    ``baseline[r]`` and ``candidate[r]`` were measured in the same round r (see the module
-    docstring). Raises ``ValueError`` for arrays of different lengths, fewer than
-    :data:`MIN_PAIRS` rounds, non-positive or non-finite values, or a confidence outside (0, 1).
+    ``baseline[r]`` and ``candidate[r]`` were measured in the same round r, ``groups[r]``
+    (optional) is the session pair it ran on (see the module docstring). Raises
+    ``ValueError`` for arrays of different lengths, fewer than :data:`MIN_PAIRS` rounds,
+    non-positive or non-finite values, or a confidence outside (0, 1).
     """
     b = np.asarray(baseline, dtype=np.float64).ravel()
     c = np.asarray(candidate, dtype=np.float64).ravel()
@@ -111,9 +121,14 @@ def paired_speedup(
     d = np.log(b) - np.log(c)
     n = d.size
     rng = np.random.default_rng(seed)
-    draws = np.sort(d[rng.integers(0, n, size=(resamples, n))], axis=1)
+    codes = _group_codes(groups, n)
+    if codes is None:
+        draws = np.sort(d[rng.integers(0, n, size=(resamples, n))], axis=1)
+        cut = _cut(n, trim)
+        means = draws[:, cut : n - cut].mean(axis=1)
+    else:
+        means = _two_level_means(d, codes, rng, resamples, trim)
     cut = _cut(n, trim)
-    means = draws[:, cut : n - cut].mean(axis=1)
     tail = _expanded_tail(confidence, n - 2 * cut)
     low, high = np.quantile(means, [tail, 1.0 - tail], method="linear")
     return SpeedupInterval(
@@ -123,6 +138,42 @@ def paired_speedup(
         confidence=confidence,
         pairs=n,
     )
+
+
+def _group_codes(groups, n: int) -> np.ndarray | None:
+    """Group ids as codes 0..G-1, or ``None`` for no groups or a single one."""
+    if groups is None:
+        return None
+    ids = np.asarray(groups).ravel()
+    if ids.size != n:
+        raise ValueError(f"groups has {ids.size} ids for {n} rounds")
+    unique, codes = np.unique(ids, return_inverse=True)
+    return codes if unique.size > 1 else None
+
+
+def _two_level_means(d: np.ndarray, codes: np.ndarray, rng: np.random.Generator,
+                     resamples: int, trim: float) -> np.ndarray:
+    """Trimmed means of two-level resamples (groups, then rounds within each drawn group).
+
+    Groups of unequal size make resamples of unequal size: every drawn group is padded to
+    the largest with NaN, which sorts last, and each resample is trimmed by its own count.
+    """
+    n_groups = int(codes.max()) + 1
+    members = [d[codes == g] for g in range(n_groups)]
+    sizes = np.array([m.size for m in members])
+    padded = np.full((n_groups, sizes.max()), np.nan)
+    for g, m in enumerate(members):
+        padded[g, : m.size] = m
+    drawn = rng.integers(0, n_groups, size=(resamples, n_groups))
+    picks = (rng.random((resamples, n_groups, sizes.max())) * sizes[drawn][:, :, None])
+    values = padded[drawn[:, :, None], picks.astype(np.int64)]
+    values[np.arange(sizes.max())[None, None, :] >= sizes[drawn][:, :, None]] = np.nan
+    draws = np.sort(values.reshape(resamples, -1), axis=1)
+    count = sizes[drawn].sum(axis=1)
+    cut = np.minimum(np.floor(trim * count).astype(np.int64), (count - 1) // 2)
+    cums = np.concatenate([np.zeros((resamples, 1)), np.nancumsum(draws, axis=1)], axis=1)
+    rows = np.arange(resamples)
+    return (cums[rows, count - cut] - cums[rows, cut]) / (count - 2 * cut)
 
 
 def _cut(n: int, trim: float) -> int:

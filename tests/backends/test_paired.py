@@ -193,6 +193,41 @@ def test_several_candidates_are_compared_against_the_baseline():
     assert [c.verdict for c in result.comparisons] == [FASTER, SLOWER]
 
 
+def test_sessions_rotate_by_group_and_their_offsets_widen_the_ci():
+    # Three sessions per arm of the same model; each session is off by up to 2% for good
+    # (memory layout, thread placement). One session per arm would call that a speedup.
+    offsets = {"a": (1.0, 1.02, 0.99), "b": (1.015, 0.985, 1.0)}
+
+    def arm(machine, name, sessions):
+        calls = [machine.arm(name, _noisy(MS * offsets[name][k], 0.003, 10 * k + len(name)))
+                 .sessions[0] for k in sessions]
+        return Arm(name, tuple(calls))
+
+    machine = FakeMachine()
+    one = _run(machine, [arm(machine, "a", [1]), arm(machine, "b", [1])], ci_target=0.002)
+    assert one.sessions == 1
+    assert one.comparisons[0].verdict == FASTER  # 1.02 vs 0.985 ms: a session artefact
+    machine = FakeMachine()
+    three = _run(machine, [arm(machine, "a", [0, 1, 2]), arm(machine, "b", [0, 1, 2])],
+                 ci_target=0.002, max_seconds=10.0)
+    assert three.sessions == 3
+    # Groups of two rounds (two arms) take sessions 0, 1, 2, 0, ... in turn.
+    assert three.round_sessions[:8] == [0, 0, 1, 1, 2, 2, 0, 0]
+    interval = three.comparisons[0].interval
+    assert interval.low <= 1.0 <= interval.high  # the sessions average out, and the CI says
+    assert three.comparisons[0].verdict == NO_DIFFERENCE  # how little three of them pin down
+    assert three.arms[0].stats.n_groups == 3
+
+
+def test_arms_need_the_same_number_of_sessions():
+    machine = FakeMachine()
+    single = machine.arm("a", lambda i, t: MS)
+    with pytest.raises(ValueError, match="same number of sessions"):
+        _run(machine, [single, Arm("b", (single.sessions[0], single.sessions[0]))])
+    with pytest.raises(ValueError, match="no session"):
+        Arm("c", ())
+
+
 # -- stopping rule -------------------------------------------------------------------------
 
 

@@ -19,8 +19,11 @@ def _thread_cores() -> list[set[int]]:
     """The allowed cores of every thread of this process, from /proc."""
     masks = []
     for task in glob.glob("/proc/self/task/*"):
-        with open(f"{task}/status") as status:
-            line = next(x for x in status if x.startswith("Cpus_allowed_list"))
+        try:
+            with open(f"{task}/status") as status:
+                line = next(x for x in status if x.startswith("Cpus_allowed_list"))
+        except OSError:  # a thread (of an earlier test's pool) ended meanwhile
+            continue
         masks.append(_parse_list(line.split()[1]))
     return masks
 
