@@ -84,6 +84,8 @@ from graphopt.latency import Verdict, verdict_of
 
 __all__ = [
     "CONTENTION_POLICIES",
+    "DEFAULT_CI_TARGET",
+    "DEFAULT_MAX_SECONDS",
     "STOP_CI_TARGET",
     "STOP_TIME_BUDGET",
     "STOP_MAX_ROUNDS",
