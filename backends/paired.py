@@ -346,8 +346,9 @@ def measure_paired(
 ) -> PairedResult:
     """Measure ``arms`` paired (arm 0 is the baseline); method in the module docstring.
 
-    ``clock``, ``load`` and ``sleep`` exist for tests (a fake clock, fake /proc/stat
-    readings, a sleep that advances the fake clock); leave them alone.
+    Everything worth a person's attention is in the result's ``warnings`` (the log only
+    repeats it at INFO). ``clock``, ``load`` and ``sleep`` exist for tests (a fake clock,
+    fake /proc/stat readings, a sleep that advances the fake clock); leave them alone.
     """
     if not arms:
         raise ValueError("nothing to measure: no arms")
@@ -450,9 +451,9 @@ class _Run:
             if all(steady) or self.clock() - self.start >= budget_ns:
                 break
         if not all(steady):
-            logger.warning("warm-up did not reach steady state for %s; measuring anyway",
-                           ", ".join(a.name for a, s in zip(self.arms, steady, strict=True)
-                                     if not s))
+            logger.info("warm-up did not reach steady state for %s; measuring anyway",
+                        ", ".join(a.name for a, s in zip(self.arms, steady, strict=True)
+                                  if not s))
         window = config.warmup_window
         medians = [float(np.median(d[-window:])) for d in durations]
         return [len(d) for d in durations], steady, medians
@@ -505,8 +506,8 @@ class _Run:
         half_budget = self.clock() - self.start >= (self.deadline - self.start) // 2
         dropped = len(kept) < len(self.rounds)
         if dropped and len(kept) < config.min_rounds and half_budget and not self.fallback:
-            logger.warning("only %d of %d rounds were quiet by half the budget: the machine is"
-                           " busy, every round counts from now on", len(kept), len(self.rounds))
+            logger.info("only %d of %d rounds were quiet by half the budget: the machine is"
+                        " busy, every round counts from now on", len(kept), len(self.rounds))
             self.fallback = True
         if self.fallback:
             kept = self.rounds
@@ -557,8 +558,8 @@ class _Run:
         kept = [r for r in self.rounds if r.kept]
         dropped = len(kept) < len(self.rounds)
         if dropped and not self.fallback and len(kept) < self.config.min_rounds:
-            logger.warning("only %d of %d rounds were quiet: using every round", len(kept),
-                           len(self.rounds))
+            logger.info("only %d of %d rounds were quiet: using every round", len(kept),
+                        len(self.rounds))
             self.fallback = True
         return list(self.rounds) if self.fallback else kept
 

@@ -1,4 +1,11 @@
-"""``graphopt bench``: latency, throughput, energy and fidelity of models on backends."""
+"""``graphopt bench``: latency, throughput, energy and fidelity of models on backends.
+
+With more than one (model, backend) pair, the first pair is the baseline and every other pair
+is also measured paired against it (:mod:`graphopt.backends.paired`): all runners alive,
+short blocks in a balanced random order, a bootstrap CI of the speedup and a verdict, shown
+in the table's speedup column and written to the JSON (``paired`` and each result's
+``speedup_vs_baseline``).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,12 @@ from rich.table import Table
 
 from graphopt import __version__
 from graphopt.backends.benchmark import DEFAULT_SESSIONS
+from graphopt.backends.paired import (
+    CONTENTION_POLICIES,
+    DEFAULT_CI_TARGET,
+    DEFAULT_MAX_SECONDS,
+    STOP_CI_TARGET,
+)
 from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_backend_list
 from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
 from graphopt.errors import BackendUnavailableError, GraphoptError
@@ -60,19 +73,38 @@ def _fidelity(result) -> str:
     return f"{mark} cos {fidelity.cosine:.6f} rel {fidelity.max_rel:.1e}"
 
 
-def _table(results: list) -> Table:
+_VERDICT_STYLE = {"faster": "green", "slower": "red", "no detectable difference": "dim"}
+
+
+def _speedup(comparison, is_baseline: bool) -> str:
+    if is_baseline:
+        return "baseline"
+    if comparison is None:
+        return "-"
+    c = comparison.to_dict()
+    style = _VERDICT_STYLE[c["verdict"]]
+    return (f"{c['speedup']:.3f}x [{c['ci_low']:.3f}-{c['ci_high']:.3f}]"
+            f" [{style}]{c['verdict']}[/]")
+
+
+def _table(results: list, speedups: dict[int, object] | None = None,
+           baseline: int | None = None) -> Table:
     table = Table(title="graphopt bench", title_justify="left")
-    columns = ("model", "backend", "precision", "p50 ms", "p99 ms", "median 95% CI ms",
-               "sync inf/s", "concurrent inf/s", "energy / inference", "fidelity vs fp32")
+    columns = ["model", "backend", "precision", "p50 ms", "p99 ms", "median 95% CI ms"]
+    if speedups is not None:
+        columns.append("speedup vs baseline")
+    columns += ["sync inf/s", "concurrent inf/s", "energy / inference", "fidelity vs fp32"]
     for column in columns:
         table.add_column(column, justify="right" if column.endswith(("ms", "/s")) else "left")
-    for r in results:
+    for index, r in enumerate(results):
         s = r.stats
-        table.add_row(
-            escape(r.model), escape(r.backend), r.precision, _ms(s.p50), _ms(s.p99),
-            f"{_ms(s.median_ci_low)}-{_ms(s.median_ci_high)}",
-            _rate(r.throughput_sync), _rate(r.throughput_concurrent), _energy(r), _fidelity(r),
-        )
+        row = [escape(r.model), escape(r.backend), r.precision, _ms(s.p50), _ms(s.p99),
+               f"{_ms(s.median_ci_low)}-{_ms(s.median_ci_high)}"]
+        if speedups is not None:
+            row.append(_speedup(speedups.get(index), index == baseline))
+        row += [_rate(r.throughput_sync), _rate(r.throughput_concurrent), _energy(r),
+                _fidelity(r)]
+        table.add_row(*row)
     return table
 
 
@@ -90,9 +122,9 @@ def _startup_table(results: list) -> Table:
 
 
 def _settings_summary(settings: dict) -> str:
-    keys = ("version", "providers", "graph_optimization", "intra_op_threads", "device_name",
-            "performance_hint", "inference_precision_hint", "num_streams",
-            "inference_num_threads", "engine_cache")
+    keys = ("version", "providers", "graph_optimization", "intra_op_threads", "thread_pinning",
+            "device_name", "performance_hint", "inference_precision_hint", "num_streams",
+            "inference_num_threads", "enable_cpu_pinning", "engine_cache")
     return ", ".join(f"{k}={settings[k]}" for k in keys if settings.get(k) not in (None, ""))
 
 
@@ -122,8 +154,30 @@ def bench(
              " 1 measures one session.", min=1)] = DEFAULT_SESSIONS,
     batch_size: Annotated[int, typer.Option(help="Inferences per call.", min=1)] = 1,
     threads: Annotated[int | None, typer.Option(
-        help="CPU threads for backends with a thread setting (default: the runtime's).",
-        min=1)] = None,
+        help="CPU threads for backends with a thread setting (default: the runtime's);"
+             " 1 runs single-threaded.", min=1)] = None,
+    pin: Annotated[bool | None, typer.Option(
+        "--pin/--no-pin",
+        help="Bind intra-op threads to cores (ORT: the calling thread and the pool threads;"
+             " OpenVINO: ENABLE_CPU_PINNING). Default: the runtime's placement.")] = None,
+    paired: Annotated[bool, typer.Option(
+        "--paired/--no-paired",
+        help="With several model/backend pairs, also measure every pair against the first"
+             " (the baseline) paired: all runners alive, alternating blocks, a CI of the"
+             " speedup and a verdict.")] = True,
+    ci_target: Annotated[float, typer.Option(
+        help="Paired phase: stop once every speedup CI is within +- this share of the"
+             " speedup.", min=0.0)] = DEFAULT_CI_TARGET,
+    budget: Annotated[float, typer.Option(
+        help="Paired phase: time budget in seconds (warm-up included) when the CI target"
+             " is not reached.", min=0.0)] = DEFAULT_MAX_SECONDS,
+    confidence: Annotated[float, typer.Option(
+        help="Paired phase: confidence level of the speedup CI and its verdict (0.5-0.999).",
+        min=0.5, max=0.999)] = 0.95,
+    contention: Annotated[str, typer.Option(
+        help="Paired phase, when other processes use our cores: extend (drop those rounds,"
+             " measure on), pause (drop them, wait for quiet) or flag (keep, report).")
+    ] = "extend",
     energy: Annotated[str, typer.Option(
         help="auto (RAPL/NVML when readable, else the cost model), rapl, nvml, model or none."
     )] = "auto",
@@ -134,20 +188,30 @@ def bench(
 ) -> None:
     """Measure models on backends: latency percentiles with a CI of the median, sync and
     concurrent throughput, energy per inference (with its source) and fidelity against the
-    fp32 onnxruntime reference."""
+    fp32 onnxruntime reference. Several models or backends: the first pair is the baseline,
+    the others are also measured paired against it (speedup with a CI and a verdict)."""
     from graphopt.backends.benchmark import benchmark
+    from graphopt.backends.paired import PairedConfig
     from graphopt.backends.timing import TimingConfig
 
     set_debug(debug)
     if energy not in ENERGY_CHOICES:
         raise GraphoptError(f"--energy {energy!r}: expected one of {', '.join(ENERGY_CHOICES)}")
+    if contention not in CONTENTION_POLICIES:
+        raise GraphoptError(f"--contention {contention!r}: expected one of"
+                            f" {', '.join(CONTENTION_POLICIES)}")
+    for option, value in (("--ci-target", ci_target), ("--budget", budget)):
+        if value <= 0:
+            raise GraphoptError(f"{option} must be > 0, got {value:g}")
+    paired_config = PairedConfig(ci_target=ci_target, max_seconds=budget, confidence=confidence,
+                                 contention=contention, seed=seed)
     specs = parse_backend_list(backend or [DEFAULT_BACKEND])
     _check_backends(specs)
     config = TimingConfig(
         min_iterations=min_iterations, min_seconds=duration,
         warmup_max_seconds=min(_MAX_WARMUP_SECONDS, max(1.0, 2 * duration)),
     )
-    results, failures = [], []
+    results, failures, measured = [], [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[phase]}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
         for model in models:
@@ -160,9 +224,10 @@ def bench(
                 try:
                     results.append(benchmark(
                         model, spec, config=config, sessions=sessions, batch_size=batch_size,
-                        threads=threads, energy=energy, seed=seed, concurrent_seconds=duration,
-                        progress=report,
+                        threads=threads, pin=pin, energy=energy, seed=seed,
+                        concurrent_seconds=duration, progress=report,
                     ))
+                    measured.append((model, spec))
                 except GraphoptError as exc:
                     if len(models) * len(specs) == 1:
                         raise
@@ -172,19 +237,36 @@ def bench(
                                       f" {escape(str(exc))}", highlight=False, soft_wrap=True)
                 finally:
                     progress.remove_task(task)
+        pairing, paired_error = None, None
+        if paired and len(measured) > 1:
+            pairing, paired_error = _paired_phase(
+                measured, paired_config, sessions=sessions, threads=threads, pin=pin,
+                batch_size=batch_size, seed=seed, progress=progress)
+    speedups = None if pairing is None else {
+        i: pairing.comparison_of(i) for i in range(len(results))}
     if results:
-        console.print(_table(results))
+        console.print(_table(results, speedups, baseline=0 if pairing is not None else None))
         console.print(_startup_table(results))
         _print_notes(results, sessions)
+        if pairing is not None:
+            _print_paired_notes(pairing)
     if json_file is not None:
         from graphopt.cli.formatting import write_json_atomically
 
+        result_dicts = [r.to_dict() for r in results]
+        for index, data in enumerate(result_dicts):
+            comparison = None if pairing is None else pairing.comparison_of(index)
+            data["speedup_vs_baseline"] = None if comparison is None else comparison.to_dict()
         write_json_atomically(json_file, {
             "graphopt_version": __version__,
             "command": "bench",
             "timing_config": dataclasses.asdict(config),
             "sessions": sessions,
-            "results": [r.to_dict() for r in results],
+            "threads": threads,
+            "pin": pin,
+            "results": result_dicts,
+            "paired": None if pairing is None else pairing.to_dict(),
+            "paired_error": paired_error,
             "failures": failures,
         })
         console.print(f"results written to {json_file}")
@@ -192,6 +274,48 @@ def bench(
         raise GraphoptError(f"{len(failures)} of {len(models) * len(specs)} benchmarks failed:"
                             f" {failures[0]['model']} on {failures[0]['backend']}:"
                             f" {failures[0]['error']}")
+    if paired_error is not None:
+        raise GraphoptError(f"paired phase failed: {paired_error}")
+
+
+def _paired_phase(measured: list, config, *, sessions: int, threads: int | None,
+                  pin: bool | None, batch_size: int, seed: int, progress: Progress):
+    """Every measured pair against the first, paired: (result, None) or (None, error)."""
+    from graphopt.backends.comparison import Contender, compare, contenders
+
+    entries: list[Contender] = []
+    for model, spec in measured:
+        entries += contenders([model], [spec], seed=seed, batch_size=batch_size)
+    task = progress.add_task(f"paired: {len(entries) - 1} against {entries[0].name}",
+                             total=1.0, phase="compile")
+
+    def report(phase: str, fraction: float) -> None:
+        progress.update(task, completed=fraction, phase=phase)
+
+    try:
+        return compare(entries, config, sessions=sessions, threads=threads, pin=pin,
+                       batch_size=batch_size, progress=report), None
+    except GraphoptError as exc:
+        err_console.print(f"[red]paired phase failed:[/] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
+        return None, str(exc)
+    finally:
+        progress.remove_task(task)
+
+
+def _print_paired_notes(pairing) -> None:
+    result = pairing.result
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] paired: {warning}", highlight=False,
+                          soft_wrap=True)
+    how = "reached" if result.stop_reason == STOP_CI_TARGET else "not reached"
+    console.print(
+        f"speedup: baseline time / time ({pairing.names[0]} is the baseline), measured paired:"
+        f" {result.sessions} runner session(s) per pair alive, blocks in a balanced random"
+        f" order, {result.config.confidence:.0%} bootstrap CI over rounds; CI target"
+        f" +-{result.config.ci_target:.1%} {how}: {result.stop_detail}.",
+        highlight=False, soft_wrap=True,
+    )
 
 
 def _print_notes(results: list, sessions: int) -> None:

@@ -47,13 +47,86 @@ def test_bench_sessions_option(tmp_path, run_cli):
 def test_bench_several_backends_and_threads(tmp_path, run_cli):
     out = tmp_path / "out.json"
     code, _, err = run_cli("bench", "zoo:mlp", "--backend", "ort-cpu@opt=basic,ort-cpu",
-                           "--threads", "1", "--energy", "model", *BENCH_FAST, "--json", str(out))
+                           "--threads", "1", "--energy", "model", *BENCH_FAST, "--no-paired",
+                           "--json", str(out))
     assert code == 0, err
-    results = json.loads(out.read_text())["results"]
+    data = json.loads(out.read_text())
+    assert data["paired"] is None
+    results = data["results"]
     assert [r["backend"] for r in results] == ["ort-cpu@opt=basic", "ort-cpu"]
     assert [r["settings"]["graph_optimization"] for r in results] == ["basic", "all"]
     assert all(r["settings"]["intra_op_threads"] == 1 for r in results)
     assert all(r["energy"]["source"] == "model" for r in results)
+
+
+PAIRED_FAST = (*BENCH_FAST, "--sessions", "1", "--energy", "none", "--budget", "1")
+
+
+def test_several_pairs_are_measured_paired_against_the_first(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # the whole table on one line per row
+    out = tmp_path / "out.json"
+    code, stdout, err = run_cli("bench", "zoo:tiny_cnn", "zoo:mlp", "--backend", "ort-cpu",
+                                *PAIRED_FAST, "--threads", "1", "--json", str(out))
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    paired = data["paired"]
+    assert paired["baseline"] == "zoo:tiny_cnn on ort-cpu"
+    assert paired["stop_reason"] in ("ci_target", "time_budget") and paired["stop_detail"]
+    assert paired["config"]["max_seconds"] == 1.0 and paired["sessions"] == 1
+    (comparison,) = paired["comparisons"]
+    assert (comparison["model"], comparison["backend"]) == ("zoo:mlp", "ort-cpu")
+    assert comparison["ci_low"] <= comparison["speedup"] <= comparison["ci_high"]
+    assert comparison["verdict"] in ("faster", "slower", "no detectable difference")
+    first, second = data["results"]
+    assert first["speedup_vs_baseline"] is None
+    assert second["speedup_vs_baseline"]["verdict"] == comparison["verdict"]
+    assert [a["model"] for a in paired["arms"]] == ["zoo:tiny_cnn", "zoo:mlp"]
+    assert all(len(a["samples_us"]) == a["stats"]["n"] for a in paired["arms"])
+    assert "speedup vs" in stdout and "baseline" in stdout
+    assert f"{comparison['speedup']:.3f}x" in stdout and comparison["verdict"] in stdout
+    assert "measured paired" in stdout
+
+
+def test_a_real_difference_gets_a_verdict(tmp_path, run_cli):
+    # squeezenet does ~100x the work of tiny_cnn: the CI must exclude 1 even on a busy machine.
+    out = tmp_path / "out.json"
+    code, _, err = run_cli("bench", "zoo:squeezenet", "zoo:tiny_cnn", *PAIRED_FAST,
+                           "--threads", "1", "--json", str(out))
+    assert code == 0, err
+    (comparison,) = json.loads(out.read_text())["paired"]["comparisons"]
+    assert comparison["verdict"] == "faster" and comparison["ci_low"] > 1.0
+
+
+def test_pinning_and_threads_are_recorded(tmp_path, run_cli):
+    out = tmp_path / "out.json"
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", "--backend", "ort-cpu@opt=basic,ort-cpu",
+                           *PAIRED_FAST, "--threads", "1", "--pin", "--json", str(out))
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["pin"] is True and data["threads"] == 1
+    for record in [*data["results"], *data["paired"]["arms"]]:
+        assert record["settings"]["thread_pinning"].startswith("caller on core")
+        assert record["settings"]["intra_op_threads"] == 1
+
+
+def test_no_paired_opts_out(tmp_path, run_cli):
+    out = tmp_path / "out.json"
+    code, stdout, err = run_cli("bench", "zoo:tiny_cnn", "zoo:mlp", *PAIRED_FAST, "--no-paired",
+                                "--json", str(out))
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["paired"] is None
+    assert all(r["speedup_vs_baseline"] is None for r in data["results"])
+    assert "speedup vs" not in stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--ci-target", "0"), ("--budget", "0"), ("--contention", "ignore"), ("--confidence", "1")],
+)
+def test_bad_paired_options_exit_2(run_cli, option, value):
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", "zoo:mlp", option, value)
+    assert code == 2 and option in err
 
 
 def test_unknown_backend_exits_2_with_one_line(run_cli):
