@@ -21,6 +21,7 @@ from graphopt.model_io import (
     save_model,
     stored_size_bytes,
 )
+from graphopt.output_paths import check_output_paths, data_files, model_files
 from graphopt.pass_context import PassContext
 from graphopt.pipeline import DEFAULT_PRESET, Pipeline, PipelineReport
 from graphopt.run_data import resolve_run_data
@@ -209,11 +210,12 @@ def optimize(
     spec = passes or preset or DEFAULT_PRESET
     pipeline = Pipeline.from_spec(spec) if passes else Pipeline.from_preset(spec)
     fidelity_budget = Budget.parse(budget)
-    out_path = output or _default_output(model)
-    if not model.startswith(ZOO_PREFIX) and Path(model).resolve() == out_path.resolve():
-        raise GraphoptError(f"{out_path}: refusing to overwrite the input model")
+    out_path = output if output is not None else _default_output(model)
     probe = _latency_probe(target) if target else None
     ir_model = resolve_model(model)
+    check_output_paths({"--report": report}, model_output=out_path,
+                       reads=[*model_files(model, ir_model), *data_files(inputs),
+                              *data_files(calib)])
     input_size = stored_size_bytes(model, ir_model)
     data = resolve_run_data(ir_model, model, calib=calib, inputs=inputs,
                             preprocess=preprocess, seed=seed)
@@ -256,9 +258,9 @@ def optimize(
 
 def _latency_probe(target: str):
     """The latency probe of backend ``target`` (checked to be available here)."""
-    from graphopt.backends.probe import make_probe
+    from graphopt.backends.probe import RunnerLatencyProbe
 
-    return make_probe(target)
+    return RunnerLatencyProbe(target)
 
 
 def _print_summary(model: str, out_path: Path, summary: dict, result: PipelineReport,
