@@ -10,7 +10,8 @@ the observers' state, whatever the number of samples.
 Observers (each ``update(array)``, then read its fields):
 
 - :class:`MinMax`: running min and max, per tensor or per channel;
-- :class:`Histogram`: a bounded histogram (fixed bin count) whose range widens by merging bins;
+- :class:`Histogram`: a bounded histogram (fixed bin count) whose range widens by merging bins,
+  of the values or (``absolute=True``) of their magnitudes from 0, with the exact min and max;
 - :class:`ChannelMoments`: count, mean and variance per channel (Chan et al.'s pairwise update,
   in float64, so batches combine exactly as one pass would);
 - :class:`Gram`: ``X^T X`` and column sums of a 2-D view of the tensor, the sums a least-squares
@@ -86,13 +87,16 @@ class Histogram(Observer):
     ``bins`` counters whatever the number of samples.
     """
 
-    def __init__(self, bins: int = 2048) -> None:
+    def __init__(self, bins: int = 2048, *, absolute: bool = False) -> None:
         if bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins}")
         self.bins = bins
+        self.absolute = absolute
         self.counts = np.zeros(bins, dtype=np.int64)
         self.low: float | None = None
         self.high: float | None = None
+        self.min: float | None = None
+        self.max: float | None = None
         self.total = 0
 
     @property
@@ -106,10 +110,18 @@ class Histogram(Observer):
         data = data[np.isfinite(data)]
         if data.size == 0:
             return
+        if self.absolute:
+            data = np.abs(data)
         low, high = float(data.min()), float(data.max())
+        self.min = low if self.min is None else min(self.min, low)
+        self.max = high if self.max is None else max(self.max, high)
+        if self.absolute:
+            low = 0.0  # magnitudes: the range always starts at zero
         if self.low is None or self.high is None:
             width = high - low
             self.low, self.high = (low, high) if width > 0 else (low - 0.5, high + 0.5)
+            if self.absolute and width <= 0:
+                self.low, self.high = 0.0, max(high, 1e-12)
         elif low < self.low or high > self.high:
             self._widen(low, high)
         counts, _ = np.histogram(data, bins=self.bins, range=(self.low, self.high))

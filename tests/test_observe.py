@@ -89,3 +89,13 @@ def test_gram_sums_for_least_squares():
     np.testing.assert_allclose(gram.xtx, rows.T @ rows, rtol=1e-10)
     np.testing.assert_allclose(gram.column_sums, rows.sum(axis=0), rtol=1e-10)
     assert gram.rows == 100
+
+
+def test_absolute_histogram_starts_at_zero_and_keeps_exact_extremes():
+    histogram = Histogram(bins=64, absolute=True)
+    histogram.update(np.array([-3.0, 0.5, 1.0]))
+    histogram.update(np.array([7.0, -0.25]))
+    assert histogram.low == 0.0 and histogram.high >= 7.0
+    assert histogram.min == 0.25 and histogram.max == 7.0
+    expected, _ = np.histogram([3.0, 0.5, 1.0, 7.0, 0.25], bins=histogram.edges)
+    np.testing.assert_array_equal(histogram.counts, expected)

@@ -9,6 +9,7 @@ import onnx_ir as ir
 
 __all__ = [
     "forget_names",
+    "unique_name",
     "bypass",
     "replace_node",
     "single_consumer",
@@ -138,6 +139,11 @@ def _taken_names(graph: ir.Graph) -> set[str]:
         taken.update(v.name for node in graph for v in node.outputs if v.name)
         _TAKEN_NAMES[graph] = taken
     return taken
+
+
+def unique_name(graph: ir.Graph, hint: str) -> str:
+    """A value name not yet used in ``graph``, derived from ``hint`` (reserved at once)."""
+    return _unique_name(graph, hint)
 
 
 def _unique_name(graph: ir.Graph, hint: str) -> str:
