@@ -1,9 +1,9 @@
 """Graph rewrites, one concern per module; importing this package registers them all."""
 
 from graphopt.pass_api import register_preset
-from graphopt.passes import cleanup, convert_float, fusion
+from graphopt.passes import cleanup, convert_float, fusion, quantize
 
-__all__ = ["cleanup", "convert_float", "fusion"]
+__all__ = ["cleanup", "convert_float", "fusion", "quantize"]
 
 register_preset("lossless", "cleanup,fuse", "every rewrite that keeps outputs equal (default)")
 # Fuse first: BatchNorm is folded into the weights in fp32 and rounded once (on resnet50,
@@ -17,4 +17,8 @@ register_preset(
 register_preset(
     "bf16", "cleanup,fuse,convert_float(to=bf16,mode=weights)",
     "lossless, then bf16 weights behind Casts to fp32 (half the file, fp32 range and compute)",
+)
+register_preset(
+    "int8", "cleanup,fuse,quantize",
+    "lossless, then int8 QDQ (per-channel weights, calibrated uint8 activations; give --calib)",
 )

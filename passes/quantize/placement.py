@@ -1,0 +1,150 @@
+"""Where Q/DQ pairs go: the layers computed in int8 and the tensors that carry their data.
+
+A *quantized layer* is a Conv, Gemm or MatMul with a constant weight (``op_types``). Around
+each one:
+
+- its data input and its output are *quantized tensors* (per-tensor Q/DQ pairs), so that
+  onnxruntime, OpenVINO and TensorRT see ``DQ -> Conv -> Q`` and run the layer in int8;
+- a ReLU that is the output's only reader is absorbed when activations are asymmetric: the
+  quantized tensor is the ReLU's output, whose range starts at 0, so the zero point is the
+  type's minimum and the Q clamp computes the ReLU exactly (the node is removed);
+- graph outputs stay float (the last layer's output is not requantized).
+
+Tensors joined by an operator that moves or selects values without arithmetic (MaxPool,
+Reshape, Flatten, Transpose, Squeeze, Unsqueeze) share one set of parameters, the union of
+their ranges, so a runtime can run the operator on integers with nothing requantized. Concat
+joins its inputs only with ``share_concat``: one range for all branches coarsens the narrow
+ones, while runtimes requantize a Concat's inputs cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx_ir as ir
+
+__all__ = ["SHARING_OPS", "DEFAULT_OP_TYPES", "QuantLayer", "Placement", "plan_placement"]
+
+DEFAULT_OP_TYPES = ("Conv", "Gemm", "MatMul")
+SHARING_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"})
+
+
+@dataclasses.dataclass
+class QuantLayer:
+    """One layer to run in int8: its weight axis and the tensors around it."""
+
+    node: ir.Node
+    weight_axis: int
+    data: ir.Value
+    output: ir.Value  # the quantized output (a ReLU's output when absorbed)
+    relu: ir.Node | None = None
+
+
+@dataclasses.dataclass
+class Placement:
+    layers: list[QuantLayer]
+    tensors: list[ir.Value]  # every quantized tensor, in graph order
+    groups: list[list[ir.Value]]  # tensors that share parameters
+    declined: list[str]
+
+
+def _constant(value: ir.Value | None) -> bool:
+    return value is not None and value.const_value is not None
+
+
+def _weight_axis(node: ir.Node) -> int | str:
+    """The output-channel axis of the node's weight, or why the node is not quantized."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    if not _constant(weight):
+        return "its weight is not a constant"
+    rank = len(weight.const_value.shape)
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        if node.attributes.get_int("transA", 0):
+            return "transA=1"
+        if node.attributes.get_float("alpha", 1.0) != 1.0:
+            return "alpha != 1"
+        return 0 if node.attributes.get_int("transB", 0) else 1
+    if node.op_type == "MatMul":
+        return 1 if rank == 2 else f"a rank-{rank} weight"
+    return f"{node.op_type} is not a quantized layer type"
+
+
+def _absorbable_relu(output: ir.Value, asymmetric: bool) -> ir.Node | None:
+    if not asymmetric or output.is_graph_output():
+        return None
+    readers = output.uses()
+    if len(readers) != 1:
+        return None
+    (reader, _), = readers
+    if reader.op_type == "Relu" and reader.domain in ("", "ai.onnx"):
+        return None if reader.outputs[0].is_graph_output() else reader
+    return None
+
+
+def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bool = True,
+                   keep: frozenset[str] = frozenset(), share_concat: bool = False,
+                   outputs: bool = True) -> Placement:
+    """The layers and tensors to quantize (see the module docstring); ``keep`` names nodes or
+    op types that stay float."""
+    layers, declined = [], []
+    for node in model.graph:
+        if node.op_type not in op_types or node.domain not in ("", "ai.onnx"):
+            continue
+        label = node.name or node.op_type
+        if label in keep or node.op_type in keep:
+            declined.append(f"{label}: kept float (keep=...)")
+            continue
+        axis = _weight_axis(node)
+        if isinstance(axis, str):
+            declined.append(f"{label}: stays float, {axis}")
+            continue
+        relu = _absorbable_relu(node.outputs[0], asymmetric)
+        output = relu.outputs[0] if relu is not None else node.outputs[0]
+        layers.append(QuantLayer(node, axis, node.inputs[0], output, relu))
+    wanted: dict[int, ir.Value] = {}
+    for layer in layers:
+        wanted[id(layer.data)] = layer.data
+        if outputs and not layer.output.is_graph_output():
+            wanted[id(layer.output)] = layer.output
+    groups = _sharing_groups(model, wanted, share_concat)
+    order = {id(v): i for i, v in enumerate(_graph_values(model))}
+    tensors = sorted(wanted.values(), key=lambda v: order.get(id(v), -1))
+    return Placement(layers, tensors, groups, declined)
+
+
+def _graph_values(model: ir.Model) -> list[ir.Value]:
+    values = list(model.graph.inputs)
+    for node in model.graph:
+        values.extend(node.outputs)
+    return values
+
+
+def _sharing_groups(model: ir.Model, wanted: dict[int, ir.Value],
+                    share_concat: bool) -> list[list[ir.Value]]:
+    """Union-find over quantized tensors joined by value-moving operators."""
+    parent = {key: key for key in wanted}
+
+    def find(key: int) -> int:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for node in model.graph:
+        sharing = node.op_type in SHARING_OPS or (share_concat and node.op_type == "Concat")
+        if not sharing or node.domain not in ("", "ai.onnx"):
+            continue
+        output = node.outputs[0]
+        data = list(node.inputs) if node.op_type == "Concat" else [node.inputs[0]]
+        members = [output, *data]
+        if not all(v is not None and id(v) in wanted for v in members):
+            continue
+        root = find(id(output))
+        for value in data:
+            parent[find(id(value))] = root
+    grouped: dict[int, list[ir.Value]] = {}
+    for key, value in wanted.items():
+        grouped.setdefault(find(key), []).append(value)
+    return list(grouped.values())

@@ -1,0 +1,121 @@
+"""Graph edits that write QDQ: Q/DQ pairs on activations, int8 weights and int32 biases.
+
+All edits go through onnx-ir's use-def API; new initializers get unique names derived from the
+tensor they quantize (``conv1.weight_quantized``, ``relu_3_scale`` ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from graphopt.passes.fusion.rewrite_utils import (
+    add_initializer,
+    drop_unused_initializer,
+    unique_name,
+)
+from graphopt.passes.quantize.qparams import ActivationParams, quantize_bias, quantize_weight
+
+__all__ = ["insert_qdq", "quantize_layer_weight", "quantize_layer_bias", "remove_absorbed_relu"]
+
+
+def _name(value: ir.Value, suffix: str) -> str:
+    return f"{value.name or 'tensor'}_{suffix}"
+
+
+def _output_name(graph: ir.Graph, value: ir.Value, suffix: str) -> str:
+    return unique_name(graph, _name(value, suffix))
+
+
+def insert_qdq(graph: ir.Graph, value: ir.Value, params: ActivationParams,
+               source: ir.Value | None = None, only: set[int] | None = None) -> ir.Value:
+    """``Q -> DQ`` on ``value``: every reader of ``value`` reads the dequantized copy.
+
+    ``source`` (default ``value``) is what the Q reads: an absorbed ReLU's input, whose clamp
+    the Q then performs. Returns the DQ output.
+    """
+    source = source if source is not None else value
+    scale = add_initializer(graph, np.array(params.scale, np.float32), _name(value, "scale"))
+    zero = add_initializer(graph, np.array(params.zero_point, params.qtype.numpy),
+                           _name(value, "zero_point"))
+    quantize = ir.Node("", "QuantizeLinear", [source, scale, zero],
+                       name=_name(value, "QuantizeLinear"))
+    quantized = quantize.outputs[0]
+    quantized.name = _output_name(graph, value, "quantized")
+    quantized.dtype = params.qtype.ir_type
+    quantized.shape = value.shape
+    dequantize = ir.Node("", "DequantizeLinear", [quantized, scale, zero],
+                         name=_name(value, "DequantizeLinear"))
+    dequantized = dequantize.outputs[0]
+    dequantized.name = _output_name(graph, value, "dequantized")
+    dequantized.dtype = ir.DataType.FLOAT
+    dequantized.shape = value.shape
+    producer = source.producer()
+    if producer is None:  # a graph input: the pair goes first
+        graph.insert_before(next(iter(graph)), [quantize, dequantize])
+    else:
+        graph.insert_after(producer, [quantize, dequantize])
+    for reader, index in list(value.uses()):
+        if reader is not quantize and (only is None or id(reader) in only):
+            reader.replace_input_with(index, dequantized)
+    return dequantized
+
+
+def remove_absorbed_relu(relu: ir.Node) -> None:
+    """Drop a ReLU whose output is now only read through a Q that clamps at 0."""
+    output = relu.outputs[0]
+    if output.uses() or output.is_graph_output():
+        raise ValueError(f"ReLU {relu.name!r} still has readers")
+    relu.graph.remove(relu, safe=True)
+
+
+def quantize_layer_weight(node: ir.Node, axis: int) -> np.ndarray:
+    """Replace the node's weight by int8 + per-channel DequantizeLinear; returns the scales."""
+    graph = node.graph
+    weight = node.inputs[1]
+    q, scales = quantize_weight(weight.const_value.numpy(), axis)
+    stored = add_initializer(graph, q, _name(weight, "quantized"))
+    scale = add_initializer(graph, scales, _name(weight, "scale"))
+    zero = add_initializer(graph, np.zeros(scales.shape, np.int8), _name(weight, "zero_point"))
+    attributes = [ir.AttrInt64("axis", axis)] if scales.ndim else []
+    dequantize = ir.Node("", "DequantizeLinear", [stored, scale, zero], attributes=attributes,
+                         name=_name(weight, "DequantizeLinear"))
+    dequantized = dequantize.outputs[0]
+    dequantized.name = _output_name(graph, weight, "dequantized")
+    dequantized.dtype = ir.DataType.FLOAT
+    dequantized.shape = weight.shape
+    graph.insert_before(node, dequantize)
+    node.replace_input_with(1, dequantized)
+    drop_unused_initializer(graph, weight)
+    return scales
+
+
+def quantize_layer_bias(node: ir.Node, input_scale: float, weight_scales: np.ndarray) -> bool:
+    """An int32 bias (scale = input scale x weight scale, zero point 0) for a Conv's input 2 or
+    a Gemm's 1-D C; False when there is none or it cannot be (a broadcast C)."""
+    if len(node.inputs) < 3 or node.inputs[2] is None:
+        return False
+    bias = node.inputs[2]
+    if bias.const_value is None:
+        return False
+    array = bias.const_value.numpy()
+    if array.ndim != 1 or (weight_scales.ndim and array.shape[0] != weight_scales.shape[0]):
+        return False
+    if node.op_type == "Gemm" and node.attributes.get_float("beta", 1.0) != 1.0:
+        return False
+    q, scales = quantize_bias(array, input_scale, weight_scales)
+    graph = node.graph
+    stored = add_initializer(graph, q, _name(bias, "quantized"))
+    scale = add_initializer(graph, scales, _name(bias, "scale"))
+    zero = add_initializer(graph, np.zeros(scales.shape, np.int32), _name(bias, "zero_point"))
+    dequantize = ir.Node("", "DequantizeLinear", [stored, scale, zero],
+                         attributes=[ir.AttrInt64("axis", 0)],
+                         name=_name(bias, "DequantizeLinear"))
+    dequantized = dequantize.outputs[0]
+    dequantized.name = _output_name(graph, bias, "dequantized")
+    dequantized.dtype = ir.DataType.FLOAT
+    dequantized.shape = bias.shape
+    graph.insert_before(node, dequantize)
+    node.replace_input_with(2, dequantized)
+    drop_unused_initializer(graph, bias)
+    return True

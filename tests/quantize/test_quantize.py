@@ -1,0 +1,190 @@
+"""quantize: QDQ structure, ReLU absorption, int32 biases, calibrators, opsets, ORT fusion."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+import onnxruntime as ort
+import pytest
+
+from graphopt import oracle
+from graphopt.calibration import RandomData
+from graphopt.model_io import resolve_model
+from graphopt.observe import Histogram
+from graphopt.pass_context import PassContext
+from graphopt.passes.quantize.calibrators import CALIBRATORS, calibrate_threshold
+from graphopt.passes.quantize.qparams import (
+    INT8,
+    UINT8,
+    activation_params,
+    fake_quantize,
+    quantize_bias,
+    quantize_weight,
+)
+from graphopt.passes.quantize.quantize_pass import QuantizePass
+from graphopt.pipeline import Pipeline
+from graphopt.verify import compare_outputs
+
+_NET = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 3, 8, 8] x) => (float[2, 5] y) {
+        h = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+        r = Relu (h)
+        p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r)
+        c = Conv (p, w2, b2)
+        f = Flatten (c)
+        y = Gemm <transB = 1> (f, w3, b3)
+    }
+"""
+
+
+def _net(seed: int = 0) -> ir.Model:
+    rng = np.random.default_rng(seed)
+    model = ir.from_proto(onnx.parser.parse_model(_NET))
+    weights = {
+        "w1": rng.normal(0, 0.3, (4, 3, 3, 3)), "b1": rng.normal(0, 0.1, 4),
+        "w2": rng.normal(0, 0.3, (6, 4, 1, 1)), "b2": rng.normal(0, 0.1, 6),
+        "w3": rng.normal(0, 0.1, (5, 96)), "b3": rng.normal(0, 0.1, 5),
+    }
+    for name, array in weights.items():
+        value = ir.Value(name=name, const_value=ir.tensor(array.astype(np.float32)))
+        value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.FLOAT
+        model.graph.register_initializer(value)
+        for node in model.graph:
+            for index, inp in enumerate(node.inputs):
+                if inp is not None and inp.name == name and inp is not value:
+                    node.replace_input_with(index, value)
+    common_passes.ShapeInferencePass()(model)
+    return model
+
+
+def _quantize(model: ir.Model, **options) -> QuantizePass:
+    graph_pass = QuantizePass(**options)
+    graph_pass.with_context(PassContext(calibration=RandomData(model, batches=8, seed=1)))
+    graph_pass(model)
+    return graph_pass
+
+
+def _ops(model: ir.Model) -> collections.Counter:
+    return collections.Counter(node.op_type for node in model.graph)
+
+
+def test_structure_and_fidelity():
+    original = _net()
+    model = _net()
+    feed = next(iter(RandomData(model, batches=1, seed=50)))
+    reference = oracle.run_model(oracle.make_session(original), feed)
+    graph_pass = _quantize(model)
+    ops = _ops(model)
+    assert ops["Relu"] == 0 and graph_pass.stats["relus_absorbed"] == 1
+    assert graph_pass.stats["layers_quantized"] == 3 and graph_pass.stats["biases_int32"] == 3
+    # x; the ReLU output and MaxPool's output (one shared range); the second conv's output
+    # and the Flatten of it (shared); the Gemm's output is the graph output and stays float.
+    assert ops["QuantizeLinear"] == 5 and graph_pass.stats["tensors_quantized"] == 5
+    assert ops["DequantizeLinear"] == 5 + 3 + 3  # activations, weights, biases
+    weights = [n for n in model.graph if n.op_type == "DequantizeLinear"
+               and n.inputs[0].const_value is not None
+               and n.inputs[0].const_value.dtype == ir.DataType.INT8]
+    assert len(weights) == 3
+    axes = sorted(n.attributes.get_int("axis", 1) for n in weights)
+    assert axes == [0, 0, 0]  # conv out channels, Gemm transB=1 rows
+    biases = [n for n in model.graph if n.op_type == "DequantizeLinear"
+              and n.inputs[0].const_value is not None
+              and n.inputs[0].const_value.dtype == ir.DataType.INT32]
+    assert len(biases) == 3
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    fidelity = compare_outputs(reference, oracle.run_model(oracle.make_session(model), feed))
+    assert fidelity.sqnr_db > 30, fidelity.summary()
+
+
+def test_maxpool_shares_the_relu_output_parameters():
+    model = _net()
+    _quantize(model)
+    quantizers = {n.name: n for n in model.graph if n.op_type == "QuantizeLinear"}
+    for before, after in (("r", "p"), ("c", "f")):  # MaxPool and Flatten
+        for index in (1, 2):
+            a = quantizers[f"{before}_QuantizeLinear"].inputs[index].const_value.numpy()
+            b = quantizers[f"{after}_QuantizeLinear"].inputs[index].const_value.numpy()
+            assert a == b
+    assert (quantizers["x_QuantizeLinear"].inputs[1].const_value.numpy()
+            != quantizers["r_QuantizeLinear"].inputs[1].const_value.numpy())
+
+
+def test_absorbed_relu_is_exact_and_symmetric_keeps_it():
+    model = _net()
+    _quantize(model, activations="uint8")
+    zero_points = [n.inputs[2].const_value.numpy() for n in model.graph
+                   if n.op_type == "QuantizeLinear" and n.inputs[0].producer() is not None
+                   and n.inputs[0].producer().op_type == "Conv"
+                   and n.inputs[0].producer().inputs[0].name == "x_dequantized"]
+    assert zero_points == [np.uint8(0)]  # the range starts at 0: the clamp is the ReLU
+    symmetric = _net()
+    graph_pass = _quantize(symmetric, activations="int8", symmetric=True)
+    assert _ops(symmetric)["Relu"] == 1 and graph_pass.stats["relus_absorbed"] == 0
+
+
+def test_keep_and_declines_are_explained():
+    model = _net()
+    graph_pass = _quantize(model, keep=("Gemm",))
+    assert graph_pass.stats["layers_quantized"] == 2
+    assert any("kept float" in line for line in graph_pass.explanations)
+
+
+def test_zero_tensor_stays_float_with_the_reason():
+    model = _net()
+    first = next(n for n in model.graph if n.op_type == "Conv")
+    first.inputs[1].const_value = ir.tensor(np.zeros((4, 3, 3, 3), np.float32))
+    first.inputs[2].const_value = ir.tensor(np.zeros(4, np.float32))
+    graph_pass = _quantize(model)
+    assert any("is zero on all calibration data" in line for line in graph_pass.explanations)
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+
+
+def test_opset9_zoo_model_needs_no_manual_step_and_fuses_in_ort(tmp_path):
+    model = resolve_model("zoo:squeezenet")
+    assert model.opset_imports[""] == 9
+    report = Pipeline.from_spec("quantize").run(
+        model, context=PassContext(calibration=RandomData(model, batches=4, seed=1)))
+    assert model.opset_imports[""] == 17 and report.passes[0].stats["layers_quantized"] == 26
+    assert report.fidelity.sqnr_db > 15, report.fidelity.summary()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(ir.to_proto(model).SerializeToString(), options,
+                         providers=["CPUExecutionProvider"])
+    fused = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath)
+                                .graph.node)
+    assert fused["QLinearConv"] == 26, fused
+
+
+def test_qparams():
+    params = activation_params(0.5, 4.0, UINT8)  # widened to contain 0
+    assert params.low == 0 and params.zero_point == 0
+    assert params.scale == pytest.approx(4.0 / 255)
+    signed = activation_params(-1.0, 3.0, UINT8)
+    assert 0 < signed.zero_point < 255
+    assert fake_quantize(np.array([0.0], np.float32), signed)[0] == 0.0  # 0 is exact
+    symmetric = activation_params(-1.0, 3.0, INT8, symmetric=True)
+    assert symmetric.zero_point == 0 and symmetric.scale == pytest.approx(3.0 / 127.5)
+    q, scales = quantize_weight(np.array([[1.0, -0.5], [0.02, 0.01]]), axis=0)
+    assert q.dtype == np.int8 and q.tolist()[0] == [127, -64]
+    assert q[1, 0] == 127 and q[1, 1] in (63, 64)  # 63.5: float32 scale rounding decides
+    np.testing.assert_allclose(scales, [1 / 127, 0.02 / 127], rtol=1e-6)
+    bias, bias_scales = quantize_bias(np.array([0.1, -0.2]), 0.05, scales)
+    assert bias.dtype == np.int32
+    np.testing.assert_allclose(bias * bias_scales, [0.1, -0.2], rtol=1e-3)
+
+
+def test_calibrators_on_a_heavy_tail():
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(size=200_000), rng.normal(size=20) * 30])
+    histogram = Histogram(2048, absolute=True)
+    histogram.update(data)
+    thresholds = {m: calibrate_threshold(m, histogram, steps=127.5) for m in CALIBRATORS}
+    assert thresholds["minmax"] == pytest.approx(np.abs(data).max())
+    for method in ("percentile", "entropy", "mse"):
+        assert 2.0 < thresholds[method] < thresholds["minmax"], thresholds
