@@ -170,3 +170,31 @@ def test_verification_runs_on_every_batch_of_a_source():
     assert report.passes[0].fidelity.top1_agreement is not None
     # 450 samples: an agreement share on that many, not on one sample
     assert 0.9 < report.passes[0].fidelity.top1_agreement <= 1.0
+
+
+@register_pass("_timed")
+@dataclasses.dataclass(kw_only=True)
+class _Timed(GraphPass):
+    """Measures the model it is given through the probe in its context (passes/ style: no
+    backend import, only graphopt.latency's protocol)."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"latency"})
+
+    def call(self, model):
+        estimate = self.context.latency.measure(model)
+        self.stats["median_us"] = round(estimate.median_ms * 1000)
+        self.stats["samples"] = estimate.samples
+        return ir.passes.PassResult(model, modified=False)
+
+
+@pytest.mark.parametrize("target", ["ort-cpu", "openvino-cpu"])
+def test_a_pass_measures_latency_through_the_injected_probe(target):
+    if target.startswith("openvino"):
+        pytest.importorskip("openvino", reason="needs openvino")
+    from graphopt.backends.probe import RunnerLatencyProbe
+
+    probe = RunnerLatencyProbe(target, threads=1, max_seconds=1.5, sessions=2)
+    report = Pipeline.from_spec("_timed").run(resolve_model("zoo:tiny_cnn"),
+                                              context=PassContext(latency=probe))
+    stats = report.passes[0].stats
+    assert stats["median_us"] > 0 and stats["samples"] >= 20
