@@ -79,7 +79,7 @@ from graphopt.backends.speedup import (
     paired_speedup,
 )
 from graphopt.backends.stats import DEFAULT_BOOTSTRAP, LatencyStats, summarize
-from graphopt.backends.timing import Clock, is_steady
+from graphopt.backends.timing import Clock, TimingConfig, is_steady
 from graphopt.latency import Verdict, verdict_of
 
 __all__ = [
@@ -147,10 +147,11 @@ class PairedConfig:
     block_seconds: float = 0.05
     max_block_calls: int = 50
     lead_in_calls: int = 1
-    warmup_min_iterations: int = 5
-    warmup_max_seconds: float = 10.0
-    warmup_window: int = 10
-    warmup_tolerance: float = 0.05
+    # The warm-up rule and its defaults are the single-model method's.
+    warmup_min_iterations: int = TimingConfig.warmup_min_iterations
+    warmup_max_seconds: float = TimingConfig.warmup_max_seconds
+    warmup_window: int = TimingConfig.warmup_window
+    warmup_tolerance: float = TimingConfig.warmup_tolerance
     segment_seconds: float = 0.5
     contention: ContentionPolicy = "extend"
     contention_threshold: float = BACKGROUND_LOAD_WARNING

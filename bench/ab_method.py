@@ -382,8 +382,9 @@ def main(argv: list[str] | None = None) -> dict:
     console = Console()
     criteria = report(console, results, args.quick)
     wall = time.perf_counter() - start
+    pin = {None: "runtime default", True: "on", False: "off"}[args.pin]
     console.print(f"budget {args.budget:g} s per invocation, {args.sessions} sessions per arm,"
-                  f" threads {args.threads or 'runtime default'}, pin {args.pin}; {wall:.0f} s")
+                  f" threads {args.threads or 'runtime default'}, pinning {pin}; {wall:.0f} s")
     data = {
         "settings": {k: v for k, v in vars(args).items() if k != "invoke"},
         "wall_seconds": wall,
