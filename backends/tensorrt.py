@@ -23,18 +23,17 @@ whichever imports. Everything is imported lazily; :func:`tensorrt_available` say
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from graphopt import atomic
 from graphopt.backends.base import ModelSource, Runner, TensorMeta, graph_precision
 
 __all__ = [
@@ -177,18 +176,6 @@ def engine_cache_path(key: str) -> Path:
     if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
         raise ValueError(f"not an engine cache key: {key!r}")
     return engine_cache_dir() / f"{key}.engine"
-
-
-def _write_atomically(data: bytes, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _has_strong_typing(trt) -> bool:
@@ -547,7 +534,7 @@ class TensorRtRunner(Runner):
             raise RuntimeError("TensorRT failed to build the engine (see the log with --debug)")
         data = bytes(serialized)
         if self.use_cache:
-            _write_atomically(data, cached)
+            atomic.write_bytes(cached, data, what="TensorRT engine cache")
         return data, ("miss" if self.use_cache else "off"), shapes
 
     def _read_io(self, trt) -> None:

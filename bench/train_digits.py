@@ -50,6 +50,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from graphopt import atomic
+
 SEED = 0
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
@@ -384,12 +386,8 @@ def parse_args() -> argparse.Namespace:
 
 def save_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write`` to a temporary sibling, then rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic.atomic_path(path) as tmp:
         write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_outputs(model: onnx.ModelProto, split: Split, out_dir: Path) -> tuple[Path, Path]:

@@ -11,6 +11,7 @@ __all__ = [
     "BudgetError",
     "UnsupportedModelError",
     "BackendUnavailableError",
+    "OutputError",
 ]
 
 
@@ -44,3 +45,7 @@ class UnsupportedModelError(GraphoptError):
 
 class BackendUnavailableError(GraphoptError):
     """A requested backend is not installed or has no device here."""
+
+
+class OutputError(GraphoptError):
+    """An output path cannot be written, is not a regular file, or would replace an input."""

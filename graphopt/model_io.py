@@ -1,7 +1,15 @@
 """Load and save models through onnx-ir: safe external data, atomic writes, `zoo:NAME` specs.
 
 Weights in external data stay memory-mapped (onnx-ir ``ExternalTensor``); they are read only
-when a pass touches them or when the model is written out.
+when a pass touches them or when the model is written out. Tensors of node attributes (a
+Constant's value) are read into memory at load, so that they never point into the input's
+folder once the model is saved elsewhere.
+
+Saving a model with external data writes the data under a name no file has (``NAME.data``, or
+``NAME.<8 hex>.data`` while the previous output still uses that), renames the ``.onnx`` over
+the old one last, then removes the data file the old one referred to: a kill at any instant
+leaves the complete old output or the complete new one, and a later save removes what it left
+(see :mod:`graphopt.atomic`).
 """
 
 from __future__ import annotations
@@ -9,15 +17,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 from onnx_ir import traversal
 
-from graphopt.errors import ModelLoadError, UnsafeExternalDataError
+from graphopt import atomic
+from graphopt.errors import ModelLoadError, OutputError, UnsafeExternalDataError
 from graphopt.graph_checks import structural_problems
+from graphopt.proto_checks import check_proto
 
 __all__ = [
     "ZOO_PREFIX",
@@ -30,6 +42,8 @@ __all__ = [
     "iter_tensors",
     "has_external_data",
     "weight_bytes",
+    "external_data_files",
+    "referenced_data_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,12 +74,46 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path}: file is empty")
     try:
-        model = ir.load(path)
-    except Exception as exc:  # protobuf DecodeError, RuntimeError from serde, ...
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, ...
         raise ModelLoadError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from exc
+    check_proto(proto, path)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as exc:  # RuntimeError, ValueError ... from serde
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from exc
+    del proto
+    ir.external_data.set_base_dir(model.graph, os.path.dirname(path) or ".")
     _check_structure(model, path)
     check_external_data(model, path.resolve().parent)
+    _load_attribute_tensors(model)
     return model
+
+
+def _load_attribute_tensors(model: ir.Model) -> None:
+    """Read external tensors of node attributes (Constant values) into memory."""
+    for node in traversal.RecursiveGraphIterator(model.graph):
+        for name, attr in list(node.attributes.items()):
+            if attr.is_ref() or attr.value is None:
+                continue
+            if attr.type == ir.AttributeType.TENSOR and isinstance(attr.value, ir.ExternalTensor):
+                node.attributes[name] = ir.AttrTensor(name, _in_memory(attr.value))
+            elif attr.type == ir.AttributeType.TENSORS and any(
+                    isinstance(t, ir.ExternalTensor) for t in attr.value):
+                node.attributes[name] = ir.AttrTensors(
+                    name, [_in_memory(t) if isinstance(t, ir.ExternalTensor) else t
+                           for t in attr.value])
+
+
+def _in_memory(tensor: ir.ExternalTensor) -> ir.Tensor:
+    try:
+        array = tensor.numpy().copy()
+    except Exception as exc:  # short file, bad offset ...
+        raise ModelLoadError(f"tensor {tensor.name!r}: cannot read its external data"
+                             f" {tensor.location!r} ({_first_line(exc)})") from exc
+    finally:
+        tensor.release()
+    return ir.Tensor(array, dtype=tensor.dtype, name=tensor.name)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -172,46 +220,131 @@ def _needs_external_data(model: ir.Model, external_data: bool | None) -> bool:
     return has_external_data(model) or weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
 
 
+def external_data_files(model: ir.Model) -> set[Path]:
+    """The files (resolved) that the model's external tensors read."""
+    return {Path(t.path).resolve() for t in iter_tensors(model)
+            if isinstance(t, ir.ExternalTensor)}
+
+
+def referenced_data_files(path: str | os.PathLike) -> set[Path]:
+    """The external-data files that the model file at ``path`` refers to, as paths beside it
+    (empty when ``path`` is not a regular file or not a readable model)."""
+    path = Path(path)
+    if not path.is_file() or path.is_symlink():
+        return set()
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:
+        return set()
+    found = set()
+    for tensor in _proto_tensors(proto.graph):
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value:
+                found.add(path.parent / entry.value)
+    return found
+
+
+def _proto_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                yield from attr.tensors
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _proto_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _proto_tensors(sub)
+
+
+def _our_data_name(path: Path) -> re.Pattern:
+    """Names of the data files graphopt writes for the model at ``path``."""
+    return re.compile(rf"^{re.escape(path.name)}(\.[0-9a-f]{{8}})?\.data$")
+
+
 def save_model(
     model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None
 ) -> Path:
-    """Write ``model`` to ``path`` atomically (temporary file, then rename).
+    """Write ``model`` to ``path`` so that a kill at any instant leaves the old or the new
+    output complete (see the module docstring). Only regular files are written: a symlink at
+    ``path`` is replaced, never followed.
 
-    ``external_data=None`` stores weights in ``<name>.data`` beside the model when the input had
-    external data or the weights exceed the protobuf limit. Returns the written path.
+    ``external_data=None`` stores weights in a data file beside the model (``NAME.data``) when
+    the input had external data or the weights exceed the protobuf limit. Returns the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _refuse_overwriting_sources(model, path)
-    data_name = f"{path.name}.data" if _needs_external_data(model, external_data) else None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get normal modes
-    try:
-        # onnx-ir writes the external data file itself through a temporary file and a rename.
-        ir.save(model, tmp_name, external_data=data_name)
-        os.replace(tmp_name, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-    logger.debug("saved %s (external data: %s)", path, data_name)
+    atomic.check_writable_target(path)
+    sources = external_data_files(model)
+    _remove_orphan_data(path, sources)
+    previous = referenced_data_files(path)
+    _refuse_overwriting_sources(path, previous, sources)
+    data_name = _fresh_data_name(path) if _needs_external_data(model, external_data) else None
+    placed: tuple[Path, int] | None = None  # the data file moved into place, and its inode
+    with atomic.staging_dir(path) as stage:
+        try:
+            # onnx-ir writes the data file through a temporary file of its own, in ``stage``.
+            ir.save(model, stage / path.name, external_data=data_name)
+            staged = stage / path.name
+            if data_name is not None and (stage / data_name) in referenced_data_files(staged):
+                placed = (path.parent / data_name, os.stat(stage / data_name).st_ino)
+                atomic.no_clobber_move(stage / data_name, placed[0])
+            os.replace(staged, path)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {atomic.os_error_text(exc)}") from exc
+        finally:
+            if placed is not None:
+                _remove_if_orphan(path, *placed)
+    for old in previous:
+        if (old.parent == path.parent and old.name != data_name
+                and _our_data_name(path).match(old.name)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)
+    logger.debug("saved %s (external data: %s)", path, placed[0] if placed else None)
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _remove_if_orphan(path: Path, data: Path, inode: int) -> None:
+    """After an interruption between placing ``data`` and renaming the model over ``path``,
+    the data file is ours and referenced by nothing: remove it."""
+    with contextlib.suppress(OSError):
+        if os.stat(data).st_ino == inode and data not in referenced_data_files(path):
+            os.unlink(data)
 
 
-def _refuse_overwriting_sources(model: ir.Model, path: Path) -> None:
-    """The model's own files (its external data) must never be the output."""
-    target = path.resolve()
-    targets = {target, target.with_name(f"{target.name}.data")}
-    for tensor in iter_tensors(model):
-        if isinstance(tensor, ir.ExternalTensor):
-            source = Path(tensor.path).resolve()
-            if source in targets or source.with_suffix("") == target:
-                raise ModelLoadError(
-                    f"{path}: refusing to write over the input model's external data {source}"
-                )
+def _fresh_data_name(path: Path) -> str:
+    name = f"{path.name}.data"
+    while os.path.lexists(path.parent / name):
+        name = f"{path.name}.{secrets.token_hex(4)}.data"
+    return name
+
+
+def _remove_orphan_data(path: Path, sources: set[Path]) -> None:
+    """Data files of ours beside ``path`` that the model there does not refer to: left by a
+    kill after the data was in place and before the rename (or before the old data went)."""
+    if not path.parent.is_dir():
+        return
+    keep = {p.name for p in referenced_data_files(path)}
+    pattern = _our_data_name(path)
+    for entry in os.scandir(path.parent):
+        if not pattern.match(entry.name) or entry.name in keep:
+            continue
+        candidate = Path(entry.path)
+        if not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
+            continue
+        if candidate.resolve() in sources:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(candidate)
+            logger.debug("removed %s, left by an interrupted save", candidate)
+
+
+def _refuse_overwriting_sources(path: Path, previous: set[Path], sources: set[Path]) -> None:
+    """The model's own files (its external data) must never be replaced or removed."""
+    target = Path(os.path.abspath(path))
+    for source in sources:
+        if source in (target, path.resolve()) or source in {p.resolve() for p in previous}:
+            raise ModelLoadError(
+                f"{path}: refusing to write over the input model's external data {source}"
+            )

@@ -21,15 +21,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
+from graphopt import atomic
 from graphopt.budget import Budget, BudgetTerm, Judgement, lossless_budget
 from graphopt.calibration import RandomData
 from graphopt.cost import ModelCost, float_precision, model_cost
@@ -204,8 +203,7 @@ class Pipeline:
         )
         with contextlib.ExitStack() as stack:
             if context.work_dir is None:
-                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="graphopt-"))
-                context.work_dir = Path(scratch)
+                context.work_dir = stack.enter_context(atomic.scratch_dir())
                 stack.callback(setattr, context, "work_dir", None)
             for index, graph_pass in enumerate(self.passes):
                 if progress is not None:

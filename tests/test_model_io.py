@@ -12,7 +12,7 @@ import onnx_ir as ir
 import pytest
 from onnx import helper, numpy_helper
 
-from graphopt.errors import ModelLoadError, UnsafeExternalDataError
+from graphopt.errors import ModelLoadError, OutputError, UnsafeExternalDataError
 from graphopt.model_io import load_model, resolve_model, save_model
 
 
@@ -20,18 +20,18 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _external_model(folder: Path, location: str) -> Path:
-    """A MatMul model whose weight lives in external data at ``location``."""
-    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+def _external_model(folder: Path, location: str, size: int = 4) -> Path:
+    """A MatMul model whose weight (size x size) lives in external data at ``location``."""
+    weight = numpy_helper.from_array(np.ones((size, size), np.float32), "w")
     weight.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", "0"), ("length", "64")):
+    for key, value in (("location", location), ("offset", "0"), ("length", str(4 * size**2))):
         entry = weight.external_data.add()
         entry.key, entry.value = key, value
     weight.ClearField("raw_data")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, size])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, size])],
         [weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -117,10 +117,10 @@ def test_failed_save_keeps_previous_output(tmp_path, tiny_model_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr(ir, "save", explode)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="disk full"):
         save_model(load_model(tiny_model_path), out)
     assert out.read_bytes() == b"previous"
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "tiny.onnx"]
 
 
 def test_input_file_never_modified(tmp_path, tiny_model_path, run_cli):
@@ -131,15 +131,25 @@ def test_input_file_never_modified(tmp_path, tiny_model_path, run_cli):
 
 
 def test_external_data_round_trip(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(np.arange(256, dtype=np.float32).tobytes())
+    model = load_model(_external_model(tmp_path, "weights.bin", size=16))
+    out = tmp_path / "out" / "copy.onnx"
+    save_model(model, out, external_data=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["copy.onnx", "copy.onnx.data"]
+    again = load_model(out)
+    np.testing.assert_array_equal(
+        again.graph.initializers["w"].const_value.numpy().ravel(), np.arange(256)
+    )
+
+
+def test_tiny_weights_stay_inline_and_leave_no_empty_data_file(tmp_path):
     (tmp_path / "weights.bin").write_bytes(np.arange(16, dtype=np.float32).tobytes())
     model = load_model(_external_model(tmp_path, "weights.bin"))
     out = tmp_path / "out" / "copy.onnx"
     save_model(model, out, external_data=True)
-    assert (out.parent / "copy.onnx.data").exists()
-    again = load_model(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["copy.onnx"]
     np.testing.assert_array_equal(
-        again.graph.initializers["w"].const_value.numpy().ravel(), np.arange(16)
-    )
+        load_model(out).graph.initializers["w"].const_value.numpy().ravel(), np.arange(16))
 
 
 def test_refuses_to_overwrite_own_external_data(tmp_path):

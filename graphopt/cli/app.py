@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -53,23 +57,58 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived: unwinds the stack (temporary files are removed on the way)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Turn the first SIGTERM/SIGINT into :class:`Interrupted`; a second one while cleaning up
+    ends the process at once. The previous handlers come back afterwards."""
+    fired = []
+
+    def handler(signum, frame):
+        if fired:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2.
 
     Usage errors (unknown option, missing argument) are typer's own: usage text, exit code 2.
+    SIGTERM and SIGINT remove temporary files and exit with 128 + the signal number.
     """
     _state["debug"] = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv)
+        with _signals_unwind():
+            app(args=argv)
+    except Interrupted as exc:
+        err_console.print(f"interrupted ({exc})")
+        sys.exit(128 + exc.signum)
     except GraphoptError as exc:
         if _state["debug"]:
             raise
         message = escape(_one_line(exc))
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
     except Exception as exc:  # a bug: say so in one line unless --debug
         if _state["debug"]:
             raise

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 from pathlib import Path
+
+from graphopt import atomic
 
 __all__ = ["human_count", "write_json_atomically"]
 
@@ -21,14 +19,4 @@ def human_count(value: float, unit: str = "") -> str:
 
 def write_json_atomically(path: Path, data: object) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    atomic.write_json(path, data, what="JSON file")

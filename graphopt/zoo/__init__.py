@@ -9,16 +9,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
+from graphopt import atomic
 from graphopt.errors import GraphoptError
 from graphopt.zoo.generated import GENERATED_MODELS, build, write_large_model
 from graphopt.zoo.light import LIGHT_MODELS, materialise
@@ -74,20 +72,8 @@ def path(name: str) -> Path:
     if target.exists():
         return target
     proto = materialise(name) if name in LIGHT_MODELS else GENERATED_MODELS[name]()
-    _write_atomically(proto, target)
+    atomic.write_bytes(target, proto.SerializeToString(), what="zoo cache file")
     return target
-
-
-def _write_atomically(proto: onnx.ModelProto, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(proto.SerializeToString())
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def load(name: str) -> ir.Model:
