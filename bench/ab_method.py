@@ -124,9 +124,11 @@ def _request(models, backends, args) -> dict:
 
 
 def _repeat(label: str, request: dict, times: int) -> list[dict]:
+    """``times`` invocations of ``request``: same inputs, a new seed for the block order and
+    the bootstrap each time (so no two invocations share a schedule)."""
     runs = []
     for index in range(times):
-        run = run_invocation(request)
+        run = run_invocation({**request, "config": {**request["config"], "seed": index}})
         runs.append(run)
         if "error" in run:
             logger.warning("%s %d/%d failed: %s", label, index + 1, times, run["error"])
