@@ -312,7 +312,8 @@ def _print_paired_notes(pairing) -> None:
     console.print(
         f"speedup: baseline time / time ({pairing.names[0]} is the baseline), measured paired:"
         f" {result.sessions} runner session(s) per pair alive, blocks in a balanced random"
-        f" order, {result.config.confidence:.0%} bootstrap CI over rounds; CI target"
+        f" order, {result.config.confidence:.0%} bootstrap CI over"
+        f" {'sessions, then rounds' if result.sessions > 1 else 'rounds'}; CI target"
         f" +-{result.config.ci_target:.1%} {how}: {result.stop_detail}.",
         highlight=False, soft_wrap=True,
     )
