@@ -64,7 +64,7 @@ ZOO_MODELS = (
 )
 SHARED_MODELS_DIR = Path(__file__).resolve().parents[2] / "shared" / "models"
 REAL_MODELS = ("superres-10", "ultraface-rfb320")
-DEFAULT_INPUTS = 8
+DEFAULT_INPUTS = 16
 PREPARE = ("cleanup", "fuse")  # the preset's passes before convert_float
 
 

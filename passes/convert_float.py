@@ -50,7 +50,13 @@ import onnx
 import onnx_ir as ir
 
 from graphopt.pass_api import GraphPass, register_pass
-from graphopt.passes.fusion.rewrite_utils import bypass, bypass_blocker
+from graphopt.passes.fusion.rewrite_utils import (
+    add_initializer,
+    bypass,
+    bypass_blocker,
+    forget_names,
+    unique_name,
+)
 from graphopt.passes.min_cut import A, B, BinaryLabelling
 from graphopt.shapes import infer_shapes, missing_shapes
 
@@ -79,7 +85,7 @@ _MAX_FINITE = {ir.DataType.FLOAT16: 65504.0, ir.DataType.BFLOAT16: 3.38953138925
 # Cast to and from bfloat16 exists from opset 13 (Cast-13); onnxruntime refuses it below.
 BF16_MIN_OPSET = 13
 # Share of the weight bytes that may stay fp32 at the start of the graph (0 disables).
-DEFAULT_FP32_STEM = 0.01
+DEFAULT_FP32_STEM = 0.02
 # mode="weights": initializers smaller than this stay fp32 (biases, scalars: a Cast node and a
 # rounding would cost more than the 2 bytes per element they save).
 WEIGHTS_MIN_ELEMENTS = 1024
@@ -323,23 +329,6 @@ def _clamp_to(array: np.ndarray, half: ir.DataType) -> tuple[np.ndarray, int]:
     if clamped:
         array = np.where(over, np.copysign(np.float32(limit), array), array)
     return array.astype(half.numpy()), clamped
-
-
-class _Names:
-    """Unique value names for the Casts and initializer copies (readable: ``<value>_fp16``)."""
-
-    def __init__(self, graph: ir.Graph) -> None:
-        self.taken = set(graph.initializers)
-        self.taken.update(v.name for v in graph.inputs if v.name)
-        self.taken.update(v.name for node in graph for v in node.outputs if v.name)
-
-    def __call__(self, hint: str) -> str:
-        name, index = hint, 0
-        while name in self.taken:
-            index += 1
-            name = f"{hint}_{index}"
-        self.taken.add(name)
-        return name
 
 
 @register_pass("convert_float")
@@ -631,7 +620,8 @@ class ConvertFloatPass(GraphPass):
 
     def _rewrite(self, model: ir.Model, policies, chosen: set[ir.Node], half: ir.DataType) -> bool:
         graph = model.graph
-        names = _Names(graph)
+        forget_names(graph)  # other passes may have added names since the index was built
+        names = functools.partial(unique_name, graph)
         views: dict[tuple[ir.Value, ir.DataType], ir.Value] = {}
         half_constants: dict[ir.Value, ir.Value] = {}
         io_type = ir.DataType.FLOAT if self.keep_io else half
@@ -684,10 +674,7 @@ class ConvertFloatPass(GraphPass):
                 value.dtype = half
                 result = value
             else:
-                name = names(f"{value.name}_{suffix[half]}")
-                result = ir.Value(name=name, shape=value.shape, type=ir.TensorType(half),
-                                  const_value=ir.Tensor(array, name=name))
-                graph.register_initializer(result)
+                result = add_initializer(graph, array, f"{value.name}_{suffix[half]}")
                 self.stats["initializers_duplicated"] += 1
             self.stats["initializers_converted"] += 1
             half_constants[value] = result
@@ -775,7 +762,8 @@ class ConvertFloatPass(GraphPass):
     def _convert_weights(self, model, policies, stem: set[ir.Node], half: ir.DataType) -> bool:
         """Half initializers behind one Cast to fp32 each; compute stays fp32."""
         graph = model.graph
-        names = _Names(graph)
+        forget_names(graph)
+        names = functools.partial(unique_name, graph)
         first_node = next(iter(graph), None)
         for value in list(graph.initializers.values()):
             if not _is_float(value) or value.const_value is None:

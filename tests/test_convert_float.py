@@ -316,6 +316,51 @@ def test_existing_cast_to_float_is_retargeted_and_identity_casts_dropped():
     check_model(model)
 
 
+def test_an_initializer_read_in_both_precisions_is_copied_not_cast():
+    model = build(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 4, 6, 6] x) => (float[1, 4, 6, 6] y, float[1, 4, 6, 6] p) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, w)
+            m = Mul (c, k)
+            y = Conv <pads = [1, 1, 1, 1]> (m, w2)
+            p = Pow (c, k)
+        }
+        """,
+        w=_weights(4, 4, 3, 3), w2=_weights(4, 4, 3, 3), k=np.array([2.0], np.float32),
+    )
+    reference = snapshot(model)
+    graph_pass = _convert(model)
+    assert model.graph.initializers["k"].dtype == FLOAT  # Pow's exponent stays fp32
+    assert model.graph.initializers["k_fp16"].dtype == HALF  # Mul's copy
+    assert graph_pass.stats["initializers_duplicated"] == 1
+    assert nodes_of(model, "Mul")[0].inputs[1].name == "k_fp16"
+    assert len(_casts(model)) == 3  # x in, c to fp32 for Pow, y out
+    _assert_numbers(reference, model, roundings=4)
+
+
+def test_constant_nodes_in_the_region_are_rounded():
+    model = build(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 4, 6, 6] x) => (float[1, 4, 6, 6] y) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, w)
+            k = Constant <value = float[1] {0.1}> ()
+            m = Mul (c, k)
+            y = Conv <pads = [1, 1, 1, 1]> (m, w2)
+        }
+        """,
+        w=_weights(4, 4, 3, 3), w2=_weights(4, 4, 3, 3),
+    )
+    graph_pass = _convert(model)
+    constant = nodes_of(model, "Constant")[0]
+    assert constant.outputs[0].dtype == HALF
+    assert constant.attributes["value"].as_tensor().numpy().tolist() == [np.float16(0.1)]
+    assert graph_pass.stats["constants_converted"] == 1
+    assert len(_casts(model)) == 2
+    check_model(model)
+
+
 def test_constants_beyond_the_fp16_range_are_clamped_not_made_infinite():
     big = np.array([1e5, -2e5, 7.0, np.inf], np.float32).reshape(1, 4, 1, 1)
     model = build(
