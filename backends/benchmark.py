@@ -60,7 +60,7 @@ from graphopt.backends.timing import (
     measure,
     measure_concurrent,
 )
-from graphopt.budget import Judgement, precision_budget
+from graphopt.budget import Budget, Judgement, precision_budget
 from graphopt.errors import GraphoptError
 
 __all__ = [
@@ -248,6 +248,7 @@ def benchmark(
     seed: int = 0,
     concurrent_seconds: float | None = None,
     energy_baseline_seconds: float = 1.0,
+    budget: Budget | None = None,
     progress: Progress | None = None,
 ) -> BenchmarkResult:
     """Measure ``model_spec`` on ``backend_spec`` (steps in the module docstring).
@@ -259,7 +260,7 @@ def benchmark(
     an error), ``model`` or ``none``.
     ``concurrent_seconds`` defaults to ``config.min_seconds``; 0 skips the concurrent phase. A
     measured meter first records ``energy_baseline_seconds`` of idle power, subtracted from
-    the reading.
+    the reading. ``budget`` judges the fidelity instead of the run precision's own budget.
     """
     from graphopt import oracle
     from graphopt.backends.environment import capture_environment
@@ -333,7 +334,7 @@ def benchmark(
             meter.close()
     timing = combine_sessions(runs, config)
     background = mean_other_cores_busy(load_periods)
-    judgement = precision_budget(precision).judge(fidelity)
+    judgement = (budget if budget else precision_budget(precision)).judge(fidelity)
     reading, fallback = _energy(energy, device, cost, precision, batch_size, measured)
     warnings = _warnings(spec, precision, timing, judgement, background)
     environment = capture_environment(

@@ -62,7 +62,7 @@ REAL_CASES = (("ort-cpu@threads=1", "ort-cpu@threads=2"),
 AA_MIN_CONTAINING = 19 / 20
 REPEAT_MAX_CV = 0.03
 REPEAT_MIN_AGREEING = 9 / 10
-QUICK = {"aa_invocations": 2, "repeat_invocations": 2, "real_invocations": 1, "budget": 3.0}
+QUICK = {"aa_invocations": 2, "repeat_invocations": 2, "real_invocations": 1, "max_seconds": 3.0}
 
 
 # -- one invocation (runs in the child process) --------------------------------------------
@@ -116,7 +116,7 @@ def run_invocation(request: dict) -> dict:
 
 
 def _request(models, backends, args) -> dict:
-    config = {"confidence": args.confidence, "max_seconds": args.budget, "seed": 0}
+    config = {"confidence": args.confidence, "max_seconds": args.max_seconds, "seed": 0}
     if args.ci_target is not None:
         config["ci_target"] = args.ci_target
     return {"models": list(models), "backends": list(backends), "config": config,
@@ -326,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat-model", default=REPEAT_MODEL)
     parser.add_argument("--repeat-backend", default=REPEAT_BACKEND)
     parser.add_argument("--real-model", default=REAL_MODEL)
-    parser.add_argument("--budget", type=float, default=None,
+    parser.add_argument("--max-seconds", type=float, default=None,
                         help="paired time budget per invocation (default: graphopt bench's)")
     parser.add_argument("--ci-target", type=float, default=None)
     parser.add_argument("--confidence", type=float, default=0.95)
@@ -340,7 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
-            if key == "budget" and args.budget is not None:
+            if key == "max_seconds" and args.max_seconds is not None:
                 continue
             setattr(args, key, value)
     return args
@@ -350,8 +350,8 @@ def _defaults(args) -> None:
     from graphopt.backends.comparison import DEFAULT_SESSIONS
     from graphopt.backends.paired import DEFAULT_MAX_SECONDS
 
-    if args.budget is None:
-        args.budget = DEFAULT_MAX_SECONDS
+    if args.max_seconds is None:
+        args.max_seconds = DEFAULT_MAX_SECONDS
     if args.sessions is None:
         args.sessions = DEFAULT_SESSIONS
 
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
     criteria = report(console, results, args.quick)
     wall = time.perf_counter() - start
     pin = {None: "runtime default", True: "on", False: "off"}[args.pin]
-    console.print(f"budget {args.budget:g} s per invocation, {args.sessions} sessions per arm,"
+    console.print(f"budget {args.max_seconds:g} s per invocation, {args.sessions} sessions per arm,"
                   f" threads {args.threads or 'runtime default'}, pinning {pin}; {wall:.0f} s")
     data = {
         "settings": {k: v for k, v in vars(args).items() if k != "invoke"},

@@ -29,6 +29,7 @@ from graphopt.backends.paired import (
     STOP_CI_TARGET,
 )
 from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_backend_list
+from graphopt.budget import Budget
 from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
 from graphopt.errors import BackendUnavailableError, GraphoptError
 
@@ -168,9 +169,13 @@ def bench(
     ci_target: Annotated[float, typer.Option(
         help="Paired phase: stop once every speedup CI is within +- this share of the"
              " speedup.", min=0.0)] = DEFAULT_CI_TARGET,
-    budget: Annotated[float, typer.Option(
+    max_seconds: Annotated[float, typer.Option(
         help="Paired phase: time budget in seconds (warm-up included) when the CI target"
              " is not reached.", min=0.0)] = DEFAULT_MAX_SECONDS,
+    budget: Annotated[str | None, typer.Option(
+        help="Fidelity budget every result is judged on, e.g. 'sqnr>=30,cosine>=0.999' (the"
+             " type optimize uses; default: the tolerance of the precision each backend ran).")
+    ] = None,
     confidence: Annotated[float, typer.Option(
         help="Paired phase: confidence level of the speedup CI and its verdict (0.5-0.999).",
         min=0.5, max=0.999)] = 0.95,
@@ -200,10 +205,12 @@ def bench(
     if contention not in CONTENTION_POLICIES:
         raise GraphoptError(f"--contention {contention!r}: expected one of"
                             f" {', '.join(CONTENTION_POLICIES)}")
-    for option, value in (("--ci-target", ci_target), ("--budget", budget)):
+    fidelity_budget = Budget.parse(budget) if budget else None
+    for option, value in (("--ci-target", ci_target), ("--max-seconds", max_seconds)):
         if value <= 0:
             raise GraphoptError(f"{option} must be > 0, got {value:g}")
-    paired_config = PairedConfig(ci_target=ci_target, max_seconds=budget, confidence=confidence,
+    paired_config = PairedConfig(ci_target=ci_target, max_seconds=max_seconds,
+                                 confidence=confidence,
                                  contention=contention, seed=seed)
     specs = parse_backend_list(backend or [DEFAULT_BACKEND])
     _check_backends(specs)
@@ -225,7 +232,7 @@ def bench(
                     results.append(benchmark(
                         model, spec, config=config, sessions=sessions, batch_size=batch_size,
                         threads=threads, pin=pin, energy=energy, seed=seed,
-                        concurrent_seconds=duration, progress=report,
+                        concurrent_seconds=duration, budget=fidelity_budget, progress=report,
                     ))
                     measured.append((model, spec))
                 except GraphoptError as exc:

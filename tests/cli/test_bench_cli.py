@@ -59,7 +59,7 @@ def test_bench_several_backends_and_threads(tmp_path, run_cli):
     assert all(r["energy"]["source"] == "model" for r in results)
 
 
-PAIRED_FAST = (*BENCH_FAST, "--sessions", "1", "--energy", "none", "--budget", "1")
+PAIRED_FAST = (*BENCH_FAST, "--sessions", "1", "--energy", "none", "--max-seconds", "1")
 
 
 def test_several_pairs_are_measured_paired_against_the_first(tmp_path, run_cli, monkeypatch):
@@ -122,7 +122,7 @@ def test_no_paired_opts_out(tmp_path, run_cli):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--ci-target", "0"), ("--budget", "0"), ("--contention", "ignore"), ("--confidence", "1")],
+    [("--ci-target", "0"), ("--max-seconds", "0"), ("--contention", "ignore"), ("--confidence", "1")],
 )
 def test_bad_paired_options_exit_2(run_cli, option, value):
     code, _, err = run_cli("bench", "zoo:tiny_cnn", "zoo:mlp", option, value)
@@ -173,3 +173,15 @@ def test_backends_lists_every_name(run_cli):
         assert row["available"] or row["reason"]
     code, stdout, _ = run_cli("backends")
     assert code == 0 and "ort-cpu" in stdout and "tensorrt" in stdout
+
+
+def test_bench_judges_fidelity_on_the_same_budget_type_as_optimize(tmp_path, run_cli):
+    out = tmp_path / "out.json"
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", "--backend", "ort-cpu", *BENCH_FAST,
+                           "--sessions", "1", "--energy", "none", "--budget", "sqnr>=60",
+                           "--json", str(out))
+    assert code == 0, err
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["fidelity"]["budget"] == "sqnr>=60" and result["fidelity_ok"] is True
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", *BENCH_FAST, "--budget", "sqnr>high")
+    assert code == 2 and "is not METRIC>=VALUE" in err
