@@ -241,16 +241,18 @@ def _switchable(node: ir.Node, opset: int, half: ir.DataType) -> _Policy | None:
         if not outputs:
             return None  # float32 to another type: reads any float type
         return _Policy(half_outputs=frozenset(i for i, _ in outputs), kind="exact")
-    if op in ("Constant", "ConstantOfShape"):
-        attr = node.attributes.get("value")
-        if op == "Constant" and (attr is None or attr.type != ir.AttributeType.TENSOR):
-            return _Policy(reason="Constant written as value_float(s)", reason_key="unknown")
-        return _Policy(half_outputs=frozenset(i for i, _ in outputs), kind="exact")
     schema = _schema(op, opset, "")
     if schema is None:
         return _Policy(reason=f"no ONNX schema for {op} at opset {opset}", reason_key="unknown")
     allowed = {tc.type_param_str: set(tc.allowed_type_strs) for tc in schema.type_constraints}
     wanted = _TYPE_STRINGS[half]
+    if op in ("Constant", "ConstantOfShape"):  # the output type is the value attribute's
+        attr = node.attributes.get("value")
+        if op == "Constant" and (attr is None or attr.type != ir.AttributeType.TENSOR):
+            return _Policy(reason="Constant written as value_float(s)", reason_key="unknown")
+        if wanted not in allowed.get(schema.outputs[0].type_str, ()):
+            return _no_type(op, schema, half)
+        return _Policy(half_outputs=frozenset(i for i, _ in outputs), kind="exact")
     slots: dict[str, list[tuple[str, int]]] = {}
     for side, params, values in (("in", schema.inputs, inputs), ("out", schema.outputs, outputs)):
         for index, _ in values:
@@ -271,15 +273,20 @@ def _switchable(node: ir.Node, opset: int, half: ir.DataType) -> _Policy | None:
     half_in = frozenset(i for p in switching for side, i in slots[p] if side == "in")
     half_out = frozenset(i for p in switching for side, i in slots[p] if side == "out")
     if not half_out and not half_in:
-        first = _first_opset_with(op, wanted)
-        since = f"{op}-{schema.since_version}"
-        later = f" (from opset {first})" if first else ""
         if missing:
-            return _Policy(reason=f"{since} has no {_TYPE_NAMES[half]} type{later}",
-                           reason_key="schema")
-        return _Policy(reason=f"{since} computes its float inputs at a fixed type",
-                       reason_key="schema")
+            return _no_type(op, schema, half)
+        return _Policy(reason=f"{op}-{schema.since_version} computes its float inputs at a"
+                       " fixed type", reason_key="schema")
     return _Policy(half_inputs=half_in, half_outputs=half_out)
+
+
+def _no_type(op: str, schema: onnx.defs.OpSchema, half: ir.DataType) -> _Policy:
+    first = _first_opset_with(op, _TYPE_STRINGS[half])
+    later = f" (from opset {first})" if first else ""
+    return _Policy(
+        reason=f"{op}-{schema.since_version} has no {_TYPE_NAMES[half]} type{later}",
+        reason_key="schema",
+    )
 
 
 def _axis_length(node: ir.Node, opset: int) -> int | None:
@@ -691,6 +698,10 @@ class ConvertFloatPass(GraphPass):
                     plan.append((node, index, value, half))
                 elif (node.op_type, index) not in _ANY_INPUTS:
                     plan.append((node, index, value, ir.DataType.FLOAT))
+        for value, dtype in target.items():  # readers inside subgraphs (If, Loop) stay fp32
+            if dtype != ir.DataType.FLOAT:
+                plan.extend((user, index, value, ir.DataType.FLOAT)
+                            for user, index in value.uses() if user.graph is not graph)
         constant_uses: dict[ir.Value, set[ir.DataType]] = {}
         for _, _, value, need in plan:
             if value.is_initializer() and value not in target:

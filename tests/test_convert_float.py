@@ -460,6 +460,32 @@ def test_stem_keeps_the_first_layers_fp32_without_an_extra_cast():
     assert _convert(model, fp32_stem=0.05).stats["kept_fp32_stem"] == 0  # w1 is over budget
 
 
+def test_values_read_inside_subgraphs_reach_them_in_fp32():
+    model = build(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 4, 2, 2] x, bool cond) => (float[1, 4, 2, 2] y) {
+            c = Conv (x, w)
+            i = If (cond) <
+                then_branch = t () => (float[1, 4, 2, 2] r) { r = Relu (c) },
+                else_branch = e () => (float[1, 4, 2, 2] n) { n = Neg (c) }
+            >
+            y = Conv (i, w)
+        }
+        """,
+        w=_weights(4, 4, 1, 1),
+    )
+    reference = snapshot(model)
+    graph_pass = _convert(model)
+    assert graph_pass.stats["kept_fp32_unknown"] == 1  # If: control flow is not converted
+    assert op_types(model) == ["Cast", "Conv", "Cast", "If", "Cast", "Conv", "Cast"]
+    (then_relu,) = model.graph.node(3).attributes["then_branch"].as_graph()
+    assert then_relu.inputs[0].dtype == FLOAT and then_relu.inputs[0].name == "c_fp32"
+    check_model(model)
+    inputs = {"x": RNG.standard_normal((1, 4, 2, 2)).astype(np.float32), "cond": np.array(True)}
+    _assert_close(run(reference, inputs), run(model, inputs), FP16_TOL)
+
+
 def test_preconditions_name_the_fix():
     model = _conv_chain()
     model.opset_imports[""] = 12
