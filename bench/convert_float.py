@@ -13,12 +13,15 @@ Reported per model:
   (``graphopt.verify.random_inputs``, seeds 0..N-1): one input alone moves SQNR by several dB
   because rounding errors of different layers partly cancel;
 - serialized size of each result over the fp32 input model's;
+- nodes ours keeps fp32 (those of the fp32 stem in brackets) and the stem's share of the
+  weight bytes;
 - whether ours runs in onnxruntime (graph optimizations off) and compiles and runs in OpenVINO
   (CPU, default configuration), and ours' SQNR in OpenVINO with ``INFERENCE_PRECISION_HINT=f32``
   (the default on CPUs with bf16 units is bf16 compute whatever the graph says).
 
 ``--preset bf16`` measures graphopt's ``bf16`` preset instead (onnxconverter-common has no
-bfloat16 converter, its columns are empty).
+bfloat16 converter, its columns are empty); ``--spec`` measures any spec, e.g.
+``cleanup,fuse,convert_float(fp32_stem=0)``.
 
 Usage::
 
@@ -81,6 +84,8 @@ class ModelResult:
     openvino_runs: bool | str
     sqnr_openvino: float | None
     kept_fp32: int
+    stem: int
+    stem_share: float
     stats: dict[str, int]
 
     def to_dict(self) -> dict:
@@ -142,7 +147,10 @@ def _theirs(prepared: onnx.ModelProto) -> onnx.ModelProto:
         return float16.convert_float_to_float16(prepared, keep_io_types=True)
 
 
-def benchmark_model(name: str, *, inputs: int = DEFAULT_INPUTS, preset: str = "fp16"):
+def benchmark_model(
+    name: str, *, inputs: int = DEFAULT_INPUTS, preset: str = "fp16", theirs: bool = True
+) -> ModelResult:
+    """Ours (the ``preset`` spec) and theirs (when ``theirs``) on model ``name``."""
     original = _load(name)
     input_size = len(ir.to_proto(original).SerializeToString())
     feeds = [random_inputs(original, seed=seed) for seed in range(inputs)]
@@ -154,6 +162,8 @@ def benchmark_model(name: str, *, inputs: int = DEFAULT_INPUTS, preset: str = "f
     for graph_pass in prepare:
         graph_pass(original)
     prepared = ir.to_proto(original)
+    weights = sum(v.const_value.nbytes for v in original.graph.initializers.values()
+                  if v.dtype == ir.DataType.FLOAT and v.const_value is not None)
 
     ours = ir.from_proto(prepared)
     stats: collections.Counter[str] = collections.Counter()
@@ -170,11 +180,11 @@ def benchmark_model(name: str, *, inputs: int = DEFAULT_INPUTS, preset: str = "f
     openvino_runs, sqnr_openvino = _openvino(payload, feeds, reference)
 
     casts_theirs = sqnr_theirs = size_theirs = None
-    if preset == "fp16":
-        theirs = _theirs(prepared)
-        casts_theirs = _casts(theirs)
-        sqnr_theirs = compare_outputs(reference, _pooled(ir.from_proto(theirs), feeds)).sqnr_db
-        size_theirs = len(theirs.SerializeToString()) / input_size
+    if theirs:
+        converted = _theirs(prepared)
+        casts_theirs = _casts(converted)
+        sqnr_theirs = compare_outputs(reference, _pooled(ir.from_proto(converted), feeds)).sqnr_db
+        size_theirs = len(converted.SerializeToString()) / input_size
     return ModelResult(
         model=name,
         casts_ours=_casts(ours),
@@ -187,6 +197,8 @@ def benchmark_model(name: str, *, inputs: int = DEFAULT_INPUTS, preset: str = "f
         openvino_runs=openvino_runs,
         sqnr_openvino=sqnr_openvino,
         kept_fp32=stats.get("nodes_kept_fp32", 0),
+        stem=stats.get("kept_fp32_stem", 0),
+        stem_share=stats.get("stem_weight_bytes", 0) / weights if weights else 0.0,
         stats=dict(stats),
     )
 
@@ -212,10 +224,11 @@ def _pair(ours, theirs, fmt) -> str:
 def format_table(results: list[ModelResult], preset: str) -> str:
     header = (
         "| model | Casts ours / theirs | SQNR dB ours / theirs | size ours / theirs (x fp32)"
-        " | ORT runs ours | OpenVINO runs ours | OpenVINO f32 SQNR ours | kept fp32 |"
+        " | ORT runs ours | OpenVINO runs ours | OpenVINO f32 SQNR ours"
+        " | kept fp32 (stem) | stem share of weights |"
     )
-    lines = [f"preset {preset}; theirs = onnxconverter-common keep_io_types=True", header,
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"ours: {preset}; theirs: onnxconverter-common keep_io_types=True", header,
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         openvino = "yes" if r.openvino_runs is True else str(r.openvino_runs)
         lines.append(
@@ -223,7 +236,7 @@ def format_table(results: list[ModelResult], preset: str) -> str:
             f" | {_pair(r.sqnr_ours, r.sqnr_theirs, _db)}"
             f" | {_pair(r.size_ours, r.size_theirs, _ratio)}"
             f" | {'yes' if r.ort_runs else 'no'} | {openvino} | {_db(r.sqnr_openvino)}"
-            f" | {r.kept_fp32} |"
+            f" | {r.kept_fp32} ({r.stem}) | {r.stem_share:.2%} |"
         )
     return "\n".join(lines)
 
@@ -234,17 +247,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", type=int, default=DEFAULT_INPUTS,
                         help="seeded random inputs pooled for SQNR")
     parser.add_argument("--preset", default="fp16", choices=("fp16", "bf16"))
+    parser.add_argument("--spec", help="measure this pipeline spec instead of the preset's"
+                        " (its cleanup and fuse prepare the graph for both converters)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    parse_spec(args.preset)  # an unknown preset fails before any model loads
+    spec = args.spec or args.preset
+    parse_spec(spec)  # a bad spec fails before any model loads
     results = []
     for name in names:
-        result = benchmark_model(name, inputs=args.inputs, preset=args.preset)
+        result = benchmark_model(name, inputs=args.inputs, preset=spec,
+                                 theirs=args.preset == "fp16")
         print(f"{name}: done", file=sys.stderr, flush=True)
         results.append(result)
-    print(format_table(results, args.preset))
+    print(format_table(results, spec))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2))

@@ -38,6 +38,7 @@ type only from opset 22: at lower opsets those stay fp32 with that reason.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
@@ -467,28 +468,34 @@ class ConvertFloatPass(GraphPass):
 
     # ------------------------------------------------------------------ stem
 
-    def _stem(self, model: ir.Model, policies: dict[ir.Node, _Policy]) -> list[ir.Node]:
-        """The longest prefix within the fp32 stem budget whose boundary costs no extra Cast.
+    def _stem(self, model: ir.Model, policies: dict[ir.Node, _Policy]) -> tuple[list, int]:
+        """The longest prefix within the fp32 stem budget whose boundary costs no extra Cast,
+        and the weight bytes it holds.
 
         A cut after the first ``k`` nodes is crossed by every float value defined before it (the
         graph inputs count as defined at the start) and read after it; the prefix qualifies when
         no more values cross it than cross the cut before the first node.
         """
         if not self.keep_io or self.fp32_stem <= 0:
-            return []
+            return [], 0
         nodes = list(model.graph)
         end = len(nodes)
         position = {node: i for i, node in enumerate(nodes)}
-        weights = [0] * end
+        weights = [0] * end  # float32 weight bytes first read by each node
         seen: set[ir.Value] = set()
         for i, node in enumerate(nodes):
             for value in node.inputs:
                 if _is_float(value) and value.is_initializer() and value not in seen:
                     seen.add(value)
                     weights[i] += value.const_value.nbytes if value.const_value is not None else 0
-        total = sum(weights)
+        # The budget is a share of all float weights counted at 4 bytes each, so a model
+        # converted before keeps its stem.
+        total = 4 * sum(
+            v.const_value.size for v in model.graph.initializers.values()
+            if v.dtype in _FLOATS and v.const_value is not None
+        )
         if total == 0:
-            return []
+            return [], 0
         crossing = [0] * (end + 2)  # difference array over cuts 0..end
 
         def count(defined: int, value: ir.Value) -> None:
@@ -512,7 +519,7 @@ class ConvertFloatPass(GraphPass):
                 break
             if spent > 0 and cuts[k] <= cuts[0]:
                 best = k
-        return [node for node in nodes[:best] if node in policies]
+        return [node for node in nodes[:best] if node in policies], sum(weights[:best])
 
     # ------------------------------------------------------------------ assignment
 
@@ -593,20 +600,20 @@ class ConvertFloatPass(GraphPass):
             # Compute stays fp32: only which inputs are weights of a node that may round them
             # matters, not whether the node's schema has the storage type.
             policies = self._policies(model, ir.DataType.FLOAT16)
-            stem = self._stem(model, policies)
+            stem, _ = self._stem(model, policies)
             modified = self._convert_weights(model, policies, set(stem), half)
             return ir.passes.PassResult(model, modified=modified)
         policies = self._policies(model, half)
-        stem = self._stem(model, policies)
+        stem, stem_bytes = self._stem(model, policies)
         if self.to == "bf16":
-            logger.info("bfloat16 compute: onnxruntime's CPU provider has no bfloat16 kernels;"
-                        " the result runs on OpenVINO and GPU runtimes")
+            self._warn_bf16(model, policies)
         chosen, casts = self._assign(model, policies, set())
         if stem:
             with_stem, stem_casts = self._assign(model, policies, set(stem))
             if stem_casts <= casts:
                 chosen = with_stem
                 self.stats["stem_nodes"] = len(stem)
+                self.stats["stem_weight_bytes"] = stem_bytes
             else:
                 stem = []
         stem_set = set(stem)
@@ -734,7 +741,24 @@ class ConvertFloatPass(GraphPass):
                 value.name, out.name = names(f"{name}_{suffix[have]}"), name
         self._drop_identity_casts(graph)
         self.stats["nodes_converted"] = len(chosen)
-        return bool(chosen) or self.stats["casts_inserted"] > 0
+        return bool(chosen) or any(
+            self.stats[key] for key in ("casts_inserted", "casts_removed", "initializers_converted")
+        )
+
+    @staticmethod
+    def _warn_bf16(model: ir.Model, policies: dict[ir.Node, _Policy]) -> None:
+        logger.info("bfloat16 compute: onnxruntime's CPU provider has no bfloat16 kernels;"
+                    " the result runs on OpenVINO and GPU runtimes")
+        blocked = collections.Counter(
+            node.op_type for node, policy in policies.items()
+            if node.op_type in COMPUTE_OPS and policy.reason_key == "schema"
+        )
+        if blocked:
+            logger.warning(
+                "convert_float(to=bf16): %s have no bfloat16 type at opset %d and stay fp32;"
+                " run cleanup(target_opset=22) first", ", ".join(
+                    f"{count} {op}" for op, count in sorted(blocked.items())), _opset(model),
+            )
 
     def _retarget_constant(self, node: ir.Node, half: ir.DataType) -> None:
         """Cast(to=float) now casts to ``half``; Constant values are rounded."""

@@ -568,3 +568,6 @@ def test_squeezenet_through_the_pass_directly():
     assert conv_types.count(HALF) >= 0.8 * len(conv_types)
     fidelity = _oracle_fidelity(original, model)
     assert fidelity.sqnr_db >= 55 and fidelity.top1_agreement == 1.0
+    types = [(node.op_type, node.outputs[0].dtype) for node in model.graph]
+    assert not ConvertFloatPass()(model).modified  # idempotent: the stem is found again
+    assert [(node.op_type, node.outputs[0].dtype) for node in model.graph] == types
