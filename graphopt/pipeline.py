@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
@@ -279,15 +280,14 @@ class Pipeline:
         before = _names(report.passes)
         if graph_pass.lossless:
             precision = float_precision(model)
-            limit = lossless_budget(precision)
-            if tolerance is not None and precision == "fp32":
-                limit = Budget((BudgetTerm("max_rel", tolerance),))
+            previous = report.passes[-1].fidelity if report.passes else None
+            limit = _lossless_limit(precision, previous, tolerance)
             record.judgement = limit.judge(checked.step)
             if not record.judgement.ok:
                 raise VerificationError(
                     f"pass {graph_pass.name!r} changed the outputs: max rel error"
                     f" {checked.step.max_rel:.3g} > tolerance"
-                    f" {limit.term('max_rel').limit:g} of a lossless pass on an {precision}"
+                    f" {limit.term('max_rel').limit:.3g} of a lossless pass on an {precision}"
                     f" model (passes before it: {before})"
                 )
             return
@@ -307,6 +307,29 @@ class Pipeline:
             logger.warning("%s", message)
             return
         raise BudgetError(message)
+
+
+HALF_PRECISION_NOISE_FACTOR = 2.0
+"""On a half-precision model a lossless pass may move outputs by this many times the model's
+own rounding error (see :func:`_lossless_limit`)."""
+
+
+def _lossless_limit(precision: str, previous: Fidelity | None,
+                    tolerance: float | None) -> Budget:
+    """What a lossless pass may change in a model computing at ``precision``.
+
+    fp32: float reordering only (``tolerance`` overrides the 1e-4 default). fp16/bf16: two
+    evaluations of one function at half precision differ by about the model's own rounding
+    error, its cumulative error against the fp32 original (``previous``; BatchNorm folded
+    into fp16 weights rounds once where the unfused graph rounds twice), so the limit is the
+    precision's tolerance or twice that error, whichever is larger.
+    """
+    limit = lossless_budget(precision).term("max_rel").limit
+    if precision == "fp32":
+        return Budget((BudgetTerm("max_rel", tolerance if tolerance is not None else limit),))
+    if previous is not None and math.isfinite(previous.max_rel):
+        limit = max(limit, HALF_PRECISION_NOISE_FACTOR * previous.max_rel)
+    return Budget((BudgetTerm("max_rel", limit),))
 
 
 def _names(records: Sequence[PassRecord]) -> str:
