@@ -13,7 +13,7 @@ from graphopt.calibration import open_data
 from graphopt.errors import BudgetError, GraphoptError, VerificationError
 from graphopt.evaluate import Evaluator
 from graphopt.model_io import resolve_model
-from graphopt.pass_api import GraphPass, register_pass
+from graphopt.pass_api import GraphPass, scoped_registration
 from graphopt.pass_context import PassContext
 from graphopt.pipeline import Pipeline
 
@@ -21,11 +21,11 @@ from graphopt.pipeline import Pipeline
 def _scale_first_weight(model: ir.Model, factor: float) -> None:
     conv = next(n for n in model.graph if n.op_type in ("Conv", "Gemm"))
     weight = conv.inputs[1]
-    array = weight.const_value.numpy() * np.float32(factor)
-    weight.const_value = ir.Tensor(array.astype(np.float32), name=weight.name)
+    array = weight.const_value.numpy()
+    scaled = (array.astype(np.float64) * factor).astype(array.dtype)  # keeps fp16 weights fp16
+    weight.const_value = ir.Tensor(scaled, name=weight.name)
 
 
-@register_pass("_perturb")
 @dataclasses.dataclass(kw_only=True)
 class _Perturb(GraphPass):
     """A lossy pass: scales the first layer's weight a little."""
@@ -39,7 +39,6 @@ class _Perturb(GraphPass):
         return ir.passes.PassResult(model, modified=True)
 
 
-@register_pass("_wrong_lossless")
 @dataclasses.dataclass(kw_only=True)
 class _WrongLossless(GraphPass):
     """Claims to be lossless but changes a weight by 5%."""
@@ -49,7 +48,6 @@ class _WrongLossless(GraphPass):
         return ir.passes.PassResult(model, modified=True)
 
 
-@register_pass("_needs_everything")
 @dataclasses.dataclass(kw_only=True)
 class _NeedsEverything(GraphPass):
     """Records the context it was handed."""
@@ -63,6 +61,14 @@ class _NeedsEverything(GraphPass):
         self.stats["batches"] = sum(1 for _ in self.context.calibration)
         self.stats["work_dir_exists"] = int(self.context.work_dir.is_dir())
         return ir.passes.PassResult(model, modified=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_passes():
+    """The test passes exist while this module's tests run, never after."""
+    with scoped_registration({"_perturb": _Perturb, "_wrong_lossless": _WrongLossless,
+                              "_needs_everything": _NeedsEverything, "_timed": _Timed}):
+        yield
 
 
 def test_lossless_after_lossy_is_judged_on_its_step():
@@ -172,7 +178,6 @@ def test_verification_runs_on_every_batch_of_a_source():
     assert 0.9 < report.passes[0].fidelity.top1_agreement <= 1.0
 
 
-@register_pass("_timed")
 @dataclasses.dataclass(kw_only=True)
 class _Timed(GraphPass):
     """Measures the model it is given through the probe in its context (passes/ style: no
@@ -198,3 +203,20 @@ def test_a_pass_measures_latency_through_the_injected_probe(target):
                                               context=PassContext(latency=probe))
     stats = report.passes[0].stats
     assert stats["median_us"] > 0 and stats["samples"] >= 20
+
+
+def test_wrong_lossless_rewrite_after_fp16_conversion_is_named():
+    model = resolve_model("zoo:tiny_cnn")
+    with pytest.raises(VerificationError, match=r"pass '_wrong_lossless' changed the outputs.*"
+                                                r"lossless pass on an fp16 model"):
+        Pipeline.from_spec("cleanup,convert_float,_wrong_lossless").run(model)
+
+
+def test_fuse_after_fp16_conversion_is_judged_at_the_model_noise():
+    model = resolve_model("zoo:inception_v2")  # fuse folds BN into fp16 weights: 3.5% moves
+    report = Pipeline.from_spec("cleanup,convert_float,fuse").run(model)
+    convert, fuse = report.passes[1], report.passes[2]
+    assert fuse.modified and fuse.judgement.ok
+    limit = fuse.judgement.budget.term("max_rel").limit
+    assert limit == pytest.approx(max(1e-2, 2 * convert.fidelity.max_rel))
+    assert fuse.step_fidelity.max_rel <= limit
