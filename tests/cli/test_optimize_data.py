@@ -112,3 +112,25 @@ def test_bad_budget_options(tmp_path, run_cli, args, message):
     code, _, err = run_cli("optimize", "zoo:mlp", "-o", str(out), *args)
     assert message in _one_line_error(code, err)
     assert not out.exists()
+
+
+def test_digits_fp16_reports_test_accuracy_before_and_after(tmp_path, run_cli):
+    code, stdout, err = run_cli("optimize", "zoo:digits", "--preset", "fp16",
+                                "-o", str(tmp_path / "d.onnx"), "--json")
+    assert code == 0, err
+    accuracy = json.loads(stdout)["accuracy"]
+    assert accuracy["data"].startswith("zoo:digits:test")
+    assert accuracy["before"] == pytest.approx(99.56, abs=0.01)
+    assert abs(accuracy["after"] - accuracy["before"]) <= 0.1
+    convert = json.loads(stdout)["passes"][-1]
+    assert convert["name"] == "convert_float" and convert["accuracy"] == accuracy["after"]
+
+
+def test_broken_budget_names_the_pass_and_writes_nothing(tmp_path, run_cli):
+    out, report = tmp_path / "d.onnx", tmp_path / "report.json"
+    code, _, err = run_cli("optimize", "zoo:digits", "--preset", "fp16", "-o", str(out),
+                           "--report", str(report), "--budget", "sqnr>=200")
+    line = _one_line_error(code, err)
+    assert "pass 'convert_float' breaks the budget: sqnr" in line and "sqnr>=200" in line
+    assert not out.exists() and not report.exists()
+    assert list(tmp_path.iterdir()) == []
