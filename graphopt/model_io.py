@@ -44,6 +44,7 @@ __all__ = [
     "weight_bytes",
     "external_data_files",
     "referenced_data_files",
+    "source_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -190,22 +191,30 @@ def model_size_bytes(model: ir.Model) -> int:
     return weight_bytes(model) + 64 * sum(1 for _ in traversal.RecursiveGraphIterator(model.graph))
 
 
+def source_file(spec: str | os.PathLike) -> Path | None:
+    """The file model ``spec`` is read from; ``None`` for models built in memory (generated
+    zoo entries)."""
+    text = os.fspath(spec)
+    if not text.startswith(ZOO_PREFIX):
+        return Path(text)
+    from graphopt import zoo
+
+    name = text[len(ZOO_PREFIX) :]
+    return None if name in zoo.GENERATED_MODELS else zoo.path(name)
+
+
 def stored_size_bytes(spec: str | os.PathLike, model: ir.Model | None = None) -> int:
     """Bytes on disk of the model ``spec`` names: the file, its ``.data`` sidecar and the
     external data files ``model`` (loaded from ``spec``) refers to.
 
     Models built in memory (generated zoo entries) report ``model_size_bytes``.
     """
-    text = os.fspath(spec)
-    if text.startswith(ZOO_PREFIX):
+    path = source_file(spec)
+    if path is None:
         from graphopt import zoo
 
-        name = text[len(ZOO_PREFIX) :]
-        if name in zoo.GENERATED_MODELS:
-            return model_size_bytes(model if model is not None else zoo.load(name))
-        path = zoo.path(name)
-    else:
-        path = Path(text)
+        name = os.fspath(spec)[len(ZOO_PREFIX) :]
+        return model_size_bytes(model if model is not None else zoo.load(name))
     tensors = iter_tensors(model) if model is not None else ()
     external = {Path(t.path).resolve() for t in tensors if isinstance(t, ir.ExternalTensor)}
     sidecar = path.with_name(f"{path.name}.data")

@@ -24,7 +24,12 @@ import onnx_ir as ir
 
 from graphopt import atomic
 from graphopt.errors import OutputError
-from graphopt.model_io import ZOO_PREFIX, external_data_files, referenced_data_files
+from graphopt.model_io import (
+    ZOO_PREFIX,
+    external_data_files,
+    referenced_data_files,
+    source_file,
+)
 
 __all__ = ["check_output_paths", "model_files", "data_files"]
 
@@ -34,16 +39,9 @@ PathLike = str | os.PathLike
 def model_files(spec: PathLike, model: ir.Model | None = None) -> list[Path]:
     """The files that reading model ``spec`` reads: the ``.onnx`` and its external data (from
     ``model`` when it was loaded from ``spec``, else from the file's references)."""
-    text = os.fspath(spec)
-    if text.startswith(ZOO_PREFIX):
-        from graphopt import zoo
-
-        name = text[len(ZOO_PREFIX):]
-        if name in zoo.GENERATED_MODELS or name not in zoo.names():
-            return []
-        path = zoo.path(name)
-    else:
-        path = Path(text)
+    path = source_file(spec)
+    if path is None:
+        return []
     files = [path]
     if model is not None:
         files += sorted(external_data_files(model))

@@ -13,6 +13,12 @@ records two fidelities: the **step** (against the model before the pass) and the
   the original; a broken budget stops the run with a ``BudgetError`` (or, with
   ``on_budget="warn"``, is recorded as a warning).
 
+Given the file the model was loaded from (``source``), the reference is what onnxruntime
+computes on that file; a model that graphopt reads differently from onnxruntime (beyond the
+lossless tolerance) is refused before any pass runs. NaN and infinities in the reference are
+reported with the inputs and weights they come from, and compare equal where both sides have
+them.
+
 Data-aware passes get a :class:`~graphopt.pass_context.PassContext` before ``call``.
 """
 
@@ -22,6 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
@@ -33,7 +40,12 @@ from graphopt import atomic
 from graphopt.budget import Budget, BudgetTerm, Judgement, lossless_budget
 from graphopt.calibration import RandomData
 from graphopt.cost import ModelCost, float_precision, model_cost
-from graphopt.errors import BudgetError, GraphoptError, VerificationError
+from graphopt.errors import (
+    BudgetError,
+    GraphoptError,
+    UnsupportedModelError,
+    VerificationError,
+)
 from graphopt.feeds import static_batch_size
 from graphopt.pass_api import GraphPass, get_preset
 from graphopt.pass_context import RANDOM_CALIBRATION_BATCHES, PassContext
@@ -113,6 +125,7 @@ class PipelineReport:
     accuracy_before: float | None = None
     calibration_data: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    nonfinite_sources: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def accuracy_after(self) -> float | None:
@@ -131,6 +144,7 @@ class PipelineReport:
                 "after": self.accuracy_after,
             },
             "warnings": list(self.warnings),
+            "nonfinite_sources": list(self.nonfinite_sources),
         }
 
 
@@ -172,12 +186,15 @@ class Pipeline:
         context: PassContext | None = None,
         tolerance: float | None = None,
         progress: ProgressFn | None = None,
+        source: str | os.PathLike | None = None,
     ) -> PipelineReport:
         """Apply the passes to ``model`` in place and report on each.
 
         ``inputs`` are the verification data (a feed or a data source; seeded random inputs
         when ``None``): keep them apart from ``context.calibration``. ``budget`` judges lossy
         passes (see the module docstring); ``tolerance`` overrides the fp32 lossless limit.
+        ``source`` is the file ``model`` was loaded from: the reference outputs are then
+        onnxruntime's on that file.
         """
         budget = Budget.parse(budget) if isinstance(budget, str) or budget is None else budget
         context = dataclasses.replace(context or PassContext(), budget=budget)
@@ -189,7 +206,9 @@ class Pipeline:
         if budget.term("accuracy_drop") is not None and context.evaluator is None:
             raise GraphoptError(f"budget {budget.term('accuracy_drop')} needs labelled data"
                                 " (a 'labels' array in the data, or zoo:digits)")
-        verifier = Verifier(model, inputs) if verify else None
+        verifier = Verifier(model, inputs, source=source) if verify else None
+        if verifier is not None:
+            self._check_reference(verifier, model, source, warnings)
         accuracy_before = None
         if context.evaluator is not None and self.lossy:
             accuracy_before = context.evaluator.accuracy(model)
@@ -201,6 +220,7 @@ class Pipeline:
             accuracy_before=accuracy_before,
             calibration_data=_calibration_label(self.passes, context),
             warnings=warnings,
+            nonfinite_sources=verifier.nonfinite_sources if verifier else [],
         )
         with contextlib.ExitStack() as stack:
             if context.work_dir is None:
@@ -225,7 +245,7 @@ class Pipeline:
                     fidelity=None, lossless=graph_pass.lossless,
                 )
                 if verifier is not None:
-                    checked = verifier.check_pass(model)
+                    checked = self._check(verifier, graph_pass, model, report.passes)
                     record.step_fidelity, record.fidelity = checked.step, checked.cumulative
                     self._judge(graph_pass, model, checked, record, report, context,
                                 tolerance, on_budget)
@@ -259,7 +279,27 @@ class Pipeline:
                     f"pass {graph_pass.name!r} needs calibration data and got none: it uses"
                     f" {context.calibration.description}; give --calib for real statistics"
                 )
-                logger.warning("%s", warnings[-1])
+                logger.info("%s", warnings[-1])  # reported in PipelineReport.warnings
+
+    @staticmethod
+    def _check_reference(verifier: Verifier, model: ir.Model, source, warnings: list[str]) -> None:
+        """graphopt must read the file as onnxruntime does; NaN/inf in the reference is said."""
+        loaded = verifier.load_fidelity
+        if loaded is not None:
+            limit = lossless_budget(float_precision(model))
+            if not limit.judge(loaded).ok:
+                raise VerificationError(
+                    f"{source}: onnxruntime computes different outputs from the file than from"
+                    f" graphopt's reading of it ({loaded.summary()}); refusing a model the two"
+                    " read differently"
+                )
+        count = verifier.nonfinite_outputs
+        if count:
+            origin = (", ".join(verifier.nonfinite_sources) if verifier.nonfinite_sources
+                      else "no input or weight is NaN/inf: the computation makes them")
+            warnings.append(f"the input model's outputs hold {count} NaN/inf values ({origin});"
+                            " verification counts them equal where both sides have them")
+            logger.info("%s", warnings[-1])  # reported in PipelineReport.warnings
 
     @staticmethod
     def _apply(graph_pass: GraphPass, model: ir.Model, done: list[PassRecord]):
@@ -274,6 +314,18 @@ class Pipeline:
             ) from exc
 
     @staticmethod
+    def _check(verifier: Verifier, graph_pass: GraphPass, model: ir.Model,
+               done: list[PassRecord]) -> PassFidelity:
+        """Verify after ``graph_pass``: a model onnxruntime cannot run any more names it."""
+        try:
+            return verifier.check_pass(model)
+        except UnsupportedModelError as exc:
+            raise VerificationError(
+                f"pass {graph_pass.name!r} broke the model: {exc} (passes before it:"
+                f" {_names(done)})"
+            ) from exc
+
+    @staticmethod
     def _judge(graph_pass: GraphPass, model: ir.Model, checked: PassFidelity,
                record: PassRecord, report: PipelineReport, context: PassContext,
                tolerance: float | None, on_budget: OnBudget) -> None:
@@ -284,11 +336,18 @@ class Pipeline:
             limit = _lossless_limit(precision, previous, tolerance)
             record.judgement = limit.judge(checked.step)
             if not record.judgement.ok:
+                if checked.step.nonfinite_mismatch:
+                    what = (f"NaN/inf at {checked.step.nonfinite_mismatch} output values where"
+                            " the model before it had finite ones, or the reverse")
+                    if report.nonfinite_sources:
+                        what += f"; NaN/inf in {', '.join(report.nonfinite_sources)}"
+                else:
+                    what = (f"max rel error {checked.step.max_rel:.3g} > tolerance"
+                            f" {limit.term('max_rel').limit:.3g} of a lossless pass on an"
+                            f" {precision} model")
                 raise VerificationError(
-                    f"pass {graph_pass.name!r} changed the outputs: max rel error"
-                    f" {checked.step.max_rel:.3g} > tolerance"
-                    f" {limit.term('max_rel').limit:.3g} of a lossless pass on an {precision}"
-                    f" model (passes before it: {before})"
+                    f"pass {graph_pass.name!r} changed the outputs: {what} (passes before it:"
+                    f" {before})"
                 )
             return
         drop = None
@@ -304,7 +363,7 @@ class Pipeline:
                    f"{'; '.join(record.judgement.failures)} (passes before it: {before})")
         if on_budget == "warn":
             report.warnings.append(message)
-            logger.warning("%s", message)
+            logger.info("%s", message)  # reported in PipelineReport.warnings
             return
         raise BudgetError(message)
 

@@ -9,12 +9,23 @@ Definitions (used everywhere in graphopt):
 - ``cosine``   = <y, r> / (|y| |r|)  (1.0 when both are all-zero)
 - ``sqnr_db``  = 10 log10(sum r^2 / sum (y - r)^2)  (inf when equal)
 - ``top1``     = share of samples whose argmax over axis 1 agrees (classifier-shaped outputs)
+
+NaN and infinities: a position that is NaN on both sides, or the same infinity, is equal; the
+metrics are taken over the positions finite on both sides, and ``nonfinite_mismatch`` counts
+the positions where only one side is NaN/inf (or the infinities differ), which makes the
+errors infinite.
+
+The reference can be what onnxruntime computes on the user's file itself
+(``Verifier(model, data, source=path)``): ``load_fidelity`` then says how far graphopt's reading
+of the file (``model``) is from it, and ``nonfinite_sources`` names the inputs and weights that
+are NaN/inf when the reference outputs are.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -23,6 +34,7 @@ import onnx_ir as ir
 from graphopt import oracle
 from graphopt.errors import GraphoptError
 from graphopt.feeds import check_feed, random_inputs
+from graphopt.model_io import iter_tensors
 
 __all__ = [
     "OutputFidelity",
@@ -31,8 +43,8 @@ __all__ = [
     "random_inputs",
     "PassFidelity",
     "Verifier",
+    "nonfinite_sources",
 ]
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +57,7 @@ class OutputFidelity:
     cosine: float
     sqnr_db: float
     top1_agreement: float | None
+    nonfinite_mismatch: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -77,6 +90,10 @@ class Fidelity:
         values = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
         return min(values) if values else None
 
+    @property
+    def nonfinite_mismatch(self) -> int:
+        return sum(o.nonfinite_mismatch for o in self.outputs)
+
     def to_dict(self) -> dict:
         return {
             "max_abs": self.max_abs,
@@ -84,6 +101,7 @@ class Fidelity:
             "cosine": self.cosine,
             "sqnr_db": _json_float(self.sqnr_db),
             "top1_agreement": self.top1_agreement,
+            "nonfinite_mismatch": self.nonfinite_mismatch,
             "outputs": [
                 {**o.to_dict(), "sqnr_db": _json_float(o.sqnr_db)} for o in self.outputs
             ],
@@ -93,11 +111,15 @@ class Fidelity:
         """One short line: worst max rel error, SQNR, cosine, top-1 agreement."""
         top1 = "" if self.top1_agreement is None else f", top-1 {self.top1_agreement:.0%}"
         sqnr = "inf" if math.isinf(self.sqnr_db) else f"{self.sqnr_db:.1f}"
-        return f"rel {self.max_rel:.1e}, {sqnr} dB, cos {self.cosine:.5f}{top1}"
+        nonfinite = (f", NaN/inf differ at {self.nonfinite_mismatch}"
+                     if self.nonfinite_mismatch else "")
+        return f"rel {self.max_rel:.1e}, {sqnr} dB, cos {self.cosine:.5f}{top1}{nonfinite}"
 
 
 def _json_float(value: float) -> float | str:
-    return "inf" if math.isinf(value) else value
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
 
 
 def _compare_one(name: str, ref: np.ndarray, out: np.ndarray) -> OutputFidelity:
@@ -105,8 +127,18 @@ def _compare_one(name: str, ref: np.ndarray, out: np.ndarray) -> OutputFidelity:
         raise GraphoptError(f"output {name!r}: shape changed from {ref.shape} to {out.shape}")
     r = np.asarray(ref, dtype=np.float64).ravel()
     y = np.asarray(out, dtype=np.float64).ravel()
+    mismatch = 0
+    r_finite, y_finite = np.isfinite(r), np.isfinite(y)
+    if not (r_finite.all() and y_finite.all()):
+        agree = (np.isnan(r) & np.isnan(y)) | (np.isinf(r) & (r == y))
+        mismatch = int(np.count_nonzero(~(r_finite & y_finite) & ~agree))
+        both = r_finite & y_finite
+        r, y = r[both], y[both]
+    top1 = _top1(ref, out)
+    if mismatch:
+        return OutputFidelity(name, math.inf, math.inf, 0.0, -math.inf, top1, mismatch)
     if r.size == 0:
-        return OutputFidelity(name, 0.0, 0.0, 1.0, math.inf, None)
+        return OutputFidelity(name, 0.0, 0.0, 1.0, math.inf, top1)
     diff = y - r
     max_abs = float(np.max(np.abs(diff)))
     scale = float(np.max(np.abs(r)))
@@ -119,12 +151,12 @@ def _compare_one(name: str, ref: np.ndarray, out: np.ndarray) -> OutputFidelity:
         sqnr = math.inf
     else:
         sqnr = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
-    return OutputFidelity(name, max_abs, max_rel, cosine, sqnr, _top1(ref, out))
+    return OutputFidelity(name, max_abs, max_rel, cosine, sqnr, top1)
 
 
 def _top1(ref: np.ndarray, out: np.ndarray) -> float | None:
     """Argmax agreement over axis 1 for classifier-shaped outputs ([N, C] or [N, C, 1, 1])."""
-    if ref.ndim < 2 or ref.shape[1] < 2 or any(d != 1 for d in ref.shape[2:]):
+    if ref.ndim < 2 or ref.shape[0] == 0 or ref.shape[1] < 2 or any(d != 1 for d in ref.shape[2:]):
         return None
     if not np.issubdtype(ref.dtype, np.floating):
         return None
@@ -175,7 +207,9 @@ class Verifier:
     """Holds the original model's outputs on fixed inputs and compares rewrites against them.
 
     ``data`` is one feed, a data source (its batches are kept: verification sets are small) or
-    ``None`` for seeded random inputs; ``description`` says which, for reports.
+    ``None`` for seeded random inputs; ``description`` says which, for reports. With
+    ``source`` (the file ``original`` was loaded from) the reference is onnxruntime's run of
+    that file, and ``load_fidelity`` compares graphopt's reading of it against that.
     """
 
     def __init__(
@@ -184,6 +218,7 @@ class Verifier:
         data: Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]] | None = None,
         *,
         seed: int = 0,
+        source: str | os.PathLike | None = None,
     ) -> None:
         if data is None:
             self.feeds = [random_inputs(original, seed=seed)]
@@ -198,8 +233,27 @@ class Verifier:
             raise GraphoptError("verification data has no samples")
         for feed in self.feeds:
             check_feed(original, feed)
-        self.reference = self.outputs(original)
-        self.previous = self.reference
+        self.load_fidelity: Fidelity | None = None
+        if source is None:
+            self.reference = self.outputs(original)
+            self.previous = self.reference
+        else:
+            session = oracle.make_file_session(source)
+            self.reference = _concatenate([oracle.run_model(session, feed)
+                                           for feed in self.feeds])
+            del session
+            self.previous = self.outputs(original)
+            self.load_fidelity = compare_outputs(self.reference, self.previous)
+        self.nonfinite_sources: list[str] = []
+        if not all(np.isfinite(v).all() for v in self.reference.values()
+                   if np.issubdtype(v.dtype, np.floating)):
+            self.nonfinite_sources = nonfinite_sources(original, self.feeds)
+
+    @property
+    def nonfinite_outputs(self) -> int:
+        """How many reference output values are NaN or infinite."""
+        return sum(int(np.count_nonzero(~np.isfinite(v))) for v in self.reference.values()
+                   if np.issubdtype(v.dtype, np.floating))
 
     def outputs(self, model: ir.Model) -> dict[str, np.ndarray]:
         """``model``'s outputs on the verification inputs, batches joined."""
@@ -217,3 +271,33 @@ class Verifier:
                               cumulative=compare_outputs(self.reference, outputs))
         self.previous = outputs
         return result
+
+
+def _nonfinite_count(array: np.ndarray) -> tuple[int, int]:
+    if not np.issubdtype(array.dtype, np.floating):
+        return 0, 0
+    return int(np.count_nonzero(np.isnan(array))), int(np.count_nonzero(np.isinf(array)))
+
+
+def nonfinite_sources(model: ir.Model, feeds: Iterable[Mapping[str, np.ndarray]],
+                      limit: int = 3) -> list[str]:
+    """Inputs and weights holding NaN or infinities, as ``"weight 'w' (1 NaN)"`` (at most
+    ``limit`` of them, then how many more)."""
+    found: list[str] = []
+
+    def note(kind: str, name: str, array: np.ndarray) -> None:
+        nans, infs = _nonfinite_count(np.asarray(array))
+        if nans or infs:
+            parts = [f"{nans} NaN" if nans else "", f"{infs} inf" if infs else ""]
+            found.append(f"{kind} {name!r} ({', '.join(p for p in parts if p)})")
+
+    for feed in feeds:
+        for name, array in feed.items():
+            note("input", name, array)
+    for tensor in iter_tensors(model):
+        if tensor.dtype is not None and tensor.dtype.is_floating_point():
+            note("weight", tensor.name or "?", tensor.numpy())
+    unique = list(dict.fromkeys(found))
+    if len(unique) > limit:
+        return [*unique[:limit], f"{len(unique) - limit} more"]
+    return unique

@@ -19,6 +19,7 @@ from graphopt.model_io import (
     ZOO_PREFIX,
     resolve_model,
     save_model,
+    source_file,
     stored_size_bytes,
 )
 from graphopt.output_paths import check_output_paths, data_files, model_files
@@ -233,6 +234,7 @@ def optimize(
         result = pipeline.run(
             ir_model, verify=not no_verify, inputs=data.verification, budget=fidelity_budget,
             on_budget=on_budget, context=context, progress=on_progress,
+            source=source_file(model),
         )
         progress.update(task, description="saving")
         save_model(ir_model, out_path)
