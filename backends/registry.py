@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Mapping
 
 from graphopt.backends.base import ModelSource, Runner, canonical_precision
-from graphopt.errors import BackendUnavailableError, GraphoptError
+from graphopt.errors import BackendUnavailableError, GraphoptError, reason_line
 
 __all__ = [
     "BackendSpec",
@@ -255,8 +255,7 @@ def check_available(name: str) -> tuple[bool, str]:
     try:
         return BACKENDS[name].check()
     except Exception as exc:  # a broken install must not take the listing down
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return False, f"availability check failed: {text}"
+        return False, f"availability check failed: {reason_line(exc)}"
 
 
 def available_backends() -> list[tuple[str, bool, str]]:
@@ -330,6 +329,5 @@ def start_runner(
     except GraphoptError:
         raise
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GraphoptError(f"{spec} cannot run {label}: {text}") from exc
+        raise GraphoptError(f"{spec} cannot run {label}: {reason_line(exc)}") from exc
     return runner

@@ -151,6 +151,14 @@ def _matmul_macs(node: ir.Node) -> int:
     return _numel(out) * k
 
 
+def _macs(rule: _MacFn, node: ir.Node) -> int:
+    """The rule's count; 0 (unknown) for a node without the inputs its operator has."""
+    try:
+        return rule(node)
+    except IndexError:
+        return 0
+
+
 def _initializer_inputs(node: ir.Node) -> list[ir.Value]:
     return [v for v in node.inputs if v is not None and v.const_value is not None]
 
@@ -203,7 +211,7 @@ def model_cost(
             weight_dtype = weight_dtype or dtype
             by_dtype[dtype] = by_dtype.get(dtype, 0) + nbytes
         rule = _MAC_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        macs = rule(node) if rule is not None else 0
+        macs = _macs(rule, node) if rule is not None else 0
         activation_bytes = sum(_bytes_of(v) for v in node.outputs)
         per_node.append(NodeCost(node.name or "", node.op_type, params, macs, weight_bytes,
                                  activation_bytes, weight_dtype, node))

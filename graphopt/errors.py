@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "reason_line",
     "GraphoptError",
     "ModelLoadError",
     "UnsafeExternalDataError",
@@ -49,3 +52,24 @@ class BackendUnavailableError(GraphoptError):
 
 class OutputError(GraphoptError):
     """An output path cannot be written, is not a regular file, or would replace an input."""
+
+
+# Lines that say where in a runtime's C++ sources an error passed, not what went wrong
+# (OpenVINO: "Exception from src/inference/src/cpp/core.cpp:84:", "Check 'x' failed at ...:").
+_LOCATION_LINE = re.compile(r"^(Exception from \S+:\d+:?|Check '.*' failed at \S+:\d+:?"
+                            r"|While validating .*:)$")
+
+
+def reason_line(exc: BaseException) -> str:
+    """One line saying why a library call failed: the first line that is not a source
+    location, prefixed by the heading it belongs to (``Reshape-17 with a message: ...``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not _LOCATION_LINE.match(line)]
+    if not lines:
+        return type(exc).__name__
+    heading = ""
+    for line in lines:
+        if not line.endswith(":"):
+            return f"{heading}: {line}" if heading else line
+        heading = line.rstrip(":").lstrip("- ").strip()
+    return heading

@@ -17,6 +17,7 @@ from graphopt.errors import GraphoptError
 
 __all__ = [
     "DEFAULT_DYNAMIC_DIM",
+    "MAX_RANDOM_INPUT_BYTES",
     "model_inputs",
     "static_batch_size",
     "check_feed",
@@ -25,6 +26,8 @@ __all__ = [
 
 DEFAULT_DYNAMIC_DIM = 1
 _SPATIAL_DEFAULT = 32
+MAX_RANDOM_INPUT_BYTES = 1 << 30
+"""Random inputs larger than this (1 GiB per input) are refused: give data instead."""
 
 _NUMPY_DTYPES = {
     ir.DataType.FLOAT: np.float32,
@@ -93,17 +96,31 @@ def _dims_text(shape: ir.Shape | None) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
 
 
-def _concrete_shape(value: ir.Value, batch_size: int) -> tuple[int, ...]:
+def _concrete_shape(value: ir.Value, batch_size: int, itemsize: int) -> tuple[int, ...]:
     if value.shape is None:
         raise GraphoptError(f"input {value.name!r} has no shape: pass input data explicitly")
     dims = []
     for axis, dim in enumerate(value.shape):
         if isinstance(dim, int):
+            if dim <= 0:
+                raise GraphoptError(
+                    f"input {value.name!r} has size {dim} on axis {axis}"
+                    f" {_dims_text(value.shape)}: random inputs would be "
+                    + ("empty; give input data (--inputs)" if dim == 0 else "impossible")
+                )
             dims.append(dim)
         elif axis == 0:
             dims.append(batch_size)
         else:
             dims.append(_SPATIAL_DEFAULT if axis >= 2 else DEFAULT_DYNAMIC_DIM)
+    size = itemsize
+    for dim in dims:
+        size *= dim
+    if size > MAX_RANDOM_INPUT_BYTES:
+        raise GraphoptError(
+            f"input {value.name!r} of shape {dims} needs {size / 2**30:.3g} GiB of random data"
+            f" (limit {MAX_RANDOM_INPUT_BYTES / 2**30:g} GiB); give input data (--inputs)"
+        )
     return tuple(dims)
 
 
@@ -122,7 +139,7 @@ def random_inputs(
         if dtype not in _NUMPY_DTYPES:
             raise GraphoptError(f"input {value.name!r}: cannot generate data of type {dtype}")
         np_dtype = _NUMPY_DTYPES[dtype]
-        shape = _concrete_shape(value, batch_size)
+        shape = _concrete_shape(value, batch_size, np.dtype(np_dtype).itemsize)
         if np.issubdtype(np_dtype, np.floating):
             array = rng.standard_normal(shape).astype(np_dtype)
         elif np_dtype is np.bool_:

@@ -47,7 +47,7 @@ def infer_shapes(model: ir.Model) -> int:
     try:
         inferred = onnx.shape_inference.infer_shapes(weightless_proto(model), strict_mode=False)
     except Exception as exc:  # inference is best effort: costs then count what is known
-        logger.warning("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        logger.info("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
         return 0
     values = {v.name: v for node in model.graph for v in node.outputs if v.name}
     updated = 0

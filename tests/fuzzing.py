@@ -315,7 +315,7 @@ def _feeds(session) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
     feeds = {}
     for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
+        shape = [d if isinstance(d, int) and d >= 0 else 1 for d in arg.shape]
         feeds[arg.name] = rng.standard_normal(shape).astype(_ORT_TYPES[arg.type])
     return feeds
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -30,6 +31,11 @@ def _run(capfd, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def print_warning(message, category, filename, lineno, file=None, line=None):
+    """Python's own way of showing a warning (pytest records them instead)."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 @contextlib.contextmanager
 def _as_in_a_fresh_process(monkeypatch):
     """Library log records and Python warnings reach stderr as they would outside pytest
@@ -38,7 +44,7 @@ def _as_in_a_fresh_process(monkeypatch):
     with warnings.catch_warnings():
         warnings.resetwarnings()
         warnings.simplefilter("default")
-        warnings.showwarning = warnings._showwarning_orig
+        warnings.showwarning = print_warning
         yield
 
 

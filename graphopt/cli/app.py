@@ -1,4 +1,10 @@
-"""The typer application, the shared ``--debug`` option and the error boundary."""
+"""The typer application, the shared ``--debug`` option and the error boundary.
+
+What a person sees on stderr: graphopt's own warnings and, for a user error, one line. Log
+records of libraries (onnx-ir, onnxruntime's own log, Python warnings such as numpy's
+RuntimeWarnings) appear only with ``--verbose`` (graphopt at INFO) or ``--debug`` (DEBUG and
+tracebacks).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -16,7 +23,8 @@ from rich.markup import escape
 
 from graphopt.errors import GraphoptError
 
-__all__ = ["app", "main", "console", "err_console", "DebugOption", "set_debug", "EXIT_USAGE"]
+__all__ = ["app", "main", "console", "err_console", "DebugOption", "set_debug", "EXIT_USAGE",
+           "Interrupted"]
 
 EXIT_USAGE = 2
 
@@ -32,10 +40,14 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-_state = {"debug": False}
+_state = {"debug": False, "verbose": False}
+_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 DebugOption = Annotated[
     bool, typer.Option("--debug", help="Show full tracebacks and debug logging.")
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="Show graphopt's progress log and library warnings.")
 ]
 
 
@@ -47,9 +59,44 @@ def set_debug(debug: bool) -> None:
 
 
 @app.callback()
-def _root(debug: DebugOption = False) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _root(debug: DebugOption = False, verbose: VerboseOption = False) -> None:
+    if verbose and not _state["debug"]:
+        _state["verbose"] = True
+        logging.getLogger("graphopt").setLevel(logging.INFO)
     set_debug(debug)
+
+
+class _LibraryRecords(logging.Filter):
+    """graphopt's records pass (their loggers' levels decide); other libraries' only with
+    --verbose or --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "graphopt" or record.name.startswith("graphopt."):
+            return True
+        return _state["debug"] or _state["verbose"]
+
+
+@contextlib.contextmanager
+def _logging(argv: list[str]) -> Iterator[None]:
+    """One stderr handler for this run; levels and warning filters restored afterwards."""
+    _state["debug"] = "--debug" in argv
+    _state["verbose"] = "--verbose" in argv and not _state["debug"]
+    graphopt_logger = logging.getLogger("graphopt")
+    level = graphopt_logger.level
+    graphopt_logger.setLevel(logging.DEBUG if _state["debug"] else
+                             logging.INFO if _state["verbose"] else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.addFilter(_LibraryRecords())
+    logging.getLogger().addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            if not (_state["debug"] or _state["verbose"]):
+                warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        graphopt_logger.setLevel(level)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -96,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     Usage errors (unknown option, missing argument) are typer's own: usage text, exit code 2.
     SIGTERM and SIGINT remove temporary files and exit with 128 + the signal number.
     """
-    _state["debug"] = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
     try:
-        with _signals_unwind():
+        with _logging(args), _signals_unwind():
             app(args=argv)
     except Interrupted as exc:
         err_console.print(f"interrupted ({exc})")

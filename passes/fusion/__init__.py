@@ -44,6 +44,10 @@ class FusePass(GraphPass):
     max_rounds: int = 16
     standalone_bn: Literal["keep", "affine"] = "keep"
 
+    def __post_init__(self) -> None:
+        if self.max_rounds < 1:
+            raise PipelineSpecError(f"fuse(max_rounds={self.max_rounds}): must be at least 1")
+
     def _selected(self):
         catalogue = {**registered_rules(), **registered_steps()}
         unknown = [n for n in (*self.rules, *self.skip) if n not in catalogue]
