@@ -14,7 +14,9 @@ and may carry labels for task accuracy:
 
 :func:`open_data` turns what a user writes (``calib.npz``, ``photos/``, ``zoo:digits``) into a
 source. Every source checks its first feed against the model's inputs at construction, so a
-wrong name, dtype, rank or size is one readable ``GraphoptError`` before any pass runs.
+wrong name, dtype, rank or size is one readable ``GraphoptError`` before any pass runs. An
+``.npz`` is checked from its array headers before anything is decompressed (a small zip can
+expand to gigabytes), and what it expands to is capped at :data:`MAX_NPZ_BYTES`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import abc
 import copy
 import os
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -42,12 +45,16 @@ __all__ = [
     "check_feed",
     "model_inputs",
     "load_npz",
+    "npz_headers",
+    "MAX_NPZ_BYTES",
     "open_data",
     "split_holdout",
     "default_batch_size",
 ]
 
 LABELS_KEY = "labels"
+MAX_NPZ_BYTES = 2 << 30
+"""The most an ``.npz`` may expand to (2 GiB of arrays): larger data sets are refused."""
 DEFAULT_BATCH_SIZE = 8
 """Samples per batch for models with a dynamic batch axis (fixed-batch models get theirs)."""
 _DIGITS = "zoo:digits"
@@ -59,18 +66,101 @@ def default_batch_size(model: ir.Model) -> int:
     return static_batch_size(model) or DEFAULT_BATCH_SIZE
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz file, with a readable error when it is not one."""
-    path = Path(path)
+def _check_npz_path(path: Path) -> None:
     if not path.exists():
         raise GraphoptError(f"{path}: no such input data file")
     if path.is_dir():
         raise GraphoptError(f"{path}: is a folder, expected an .npz file")
+
+
+def npz_headers(path: Path | str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{name: (shape, dtype)}`` of every array in an ``.npz``, read from the ``.npy``
+    headers alone (a few hundred bytes each): nothing else is decompressed."""
+    path = Path(path)
+    _check_npz_path(path)
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise GraphoptError(f"{path}: {info.filename!r} is not an array (.npy)")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise GraphoptError(f"{path}: {info.filename!r} has .npy format"
+                                            f" {version[0]}.{version[1]}, expected 1.0 or 2.0")
+                if dtype.hasobject:
+                    raise GraphoptError(f"{path}: {info.filename!r} holds Python objects;"
+                                        " graphopt reads numeric arrays only")
+                headers[info.filename[:-len(".npy")]] = (tuple(shape), dtype)
+    except GraphoptError:
+        raise
+    except Exception as exc:  # BadZipFile, ValueError from a broken header, OSError ...
+        raise GraphoptError(f"{path}: not a readable .npz file ({exc})") from exc
+    return headers
+
+
+def _npz_bytes(headers: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> int:
+    total = 0
+    for shape, dtype in headers.values():
+        count = 1
+        for dim in shape:
+            count *= dim
+        total += count * dtype.itemsize
+    return total
+
+
+def load_npz(path: Path, *, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file, with a readable error when it is not one or would expand
+    to more than ``max_bytes``."""
+    path = Path(path)
+    headers = npz_headers(path)
+    size = _npz_bytes(headers)
+    if size > max_bytes:
+        raise GraphoptError(f"{path}: its arrays expand to {size / 2**30:.3g} GiB, more than"
+                            f" the {max_bytes / 2**30:g} GiB graphopt reads from an .npz")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except Exception as exc:
         raise GraphoptError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def _check_npz_headers(model: ir.Model, headers: Mapping[str, tuple], where: str) -> None:
+    """Names, dtypes, ranks and per-sample sizes of an .npz against the model's inputs,
+    before its arrays are read (the leading axis is the sample axis)."""
+    counts = {name: shape[0] if shape else 0 for name, (shape, _) in headers.items()}
+    if len(set(counts.values())) > 1:
+        raise GraphoptError(f"{where}: arrays have different sample counts {counts}")
+    expected = {v.name: v for v in model_inputs(model)}
+    arrays = {k: v for k, v in headers.items() if k != LABELS_KEY}
+    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise GraphoptError(f"{where} does not match the model: missing {missing}, unexpected"
+                            f" {extra} (model inputs: {sorted(expected)})")
+    for name, (shape, dtype) in arrays.items():
+        value = expected[name]
+        if value.dtype is not None and dtype != value.dtype.numpy():
+            raise GraphoptError(f"{where}: input {name!r} has dtype {dtype}, the model expects"
+                                f" {value.dtype.numpy()}")
+        if value.shape is None:
+            continue
+        if len(shape) != len(value.shape):
+            raise GraphoptError(f"{where}: input {name!r} has shape {list(shape)}, the model"
+                                f" expects rank {len(value.shape)}")
+        for axis, (dim, size) in enumerate(zip(value.shape, shape, strict=True)):
+            if axis > 0 and isinstance(dim, int) and dim != size:
+                raise GraphoptError(f"{where}: input {name!r} has size {size} on axis {axis},"
+                                    f" the model expects {dim}")
+    if LABELS_KEY in headers:
+        shape, dtype = headers[LABELS_KEY]
+        if len(shape) != 1 or not np.issubdtype(dtype, np.integer):
+            raise GraphoptError(f"{where}: labels must be one integer class id per sample,"
+                                f" got {dtype} {list(shape)}")
 
 
 class DataSource(abc.ABC):
@@ -193,6 +283,7 @@ class NpzData(ArrayData):
 
     def __init__(self, model: ir.Model, path: Path | str, batch_size: int | None = None) -> None:
         self.path = Path(path)
+        _check_npz_headers(model, npz_headers(self.path), str(self.path))
         arrays = load_npz(self.path)
         labels = arrays.pop(LABELS_KEY, None)
         if not arrays:
