@@ -25,8 +25,10 @@ Example::
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import importlib
+from collections.abc import Iterator, Mapping
 from typing import ClassVar
 
 import onnx_ir as ir
@@ -38,6 +40,9 @@ __all__ = [
     "GraphPass",
     "register_pass",
     "register_preset",
+    "unregister_pass",
+    "unregister_preset",
+    "scoped_registration",
     "get_pass_class",
     "get_preset",
     "pass_names",
@@ -119,6 +124,37 @@ def register_pass(name: str):
 def register_preset(name: str, spec: str, description: str) -> None:
     """Name a pipeline spec (presets may contain other presets)."""
     _PRESETS[name] = Preset(name, spec, description)
+
+
+def unregister_pass(name: str) -> None:
+    """Forget pass ``name`` (no error when it is not registered)."""
+    _PASSES.pop(name, None)
+
+
+def unregister_preset(name: str) -> None:
+    """Forget preset ``name`` (no error when it is not registered)."""
+    _PRESETS.pop(name, None)
+
+
+@contextlib.contextmanager
+def scoped_registration(
+    passes: Mapping[str, type[GraphPass]] | None = None,
+    presets: Mapping[str, tuple[str, str]] | None = None,
+) -> Iterator[None]:
+    """Register ``passes`` (name -> class) and ``presets`` (name -> (spec, description)) for
+    the block only, e.g. test passes that must not outlive their test module."""
+    passes, presets = dict(passes or {}), dict(presets or {})
+    try:
+        for name, cls in passes.items():
+            register_pass(name)(cls)
+        for name, (spec, description) in presets.items():
+            register_preset(name, spec, description)
+        yield
+    finally:
+        for name in passes:
+            unregister_pass(name)
+        for name in presets:
+            unregister_preset(name)
 
 
 def _ensure_loaded() -> None:

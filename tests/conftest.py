@@ -9,6 +9,17 @@ import pytest
 from onnx import helper
 
 from graphopt.cli import main
+from graphopt.pass_api import pass_names, preset_names
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _registry_left_as_found():
+    """Test passes and presets are registered for their module only (pass_api's
+    scoped_registration): after the session the registry holds what the package registers."""
+    passes, presets = pass_names(), preset_names()
+    yield
+    assert pass_names() == passes, "a test left passes registered"
+    assert preset_names() == presets, "a test left presets registered"
 
 
 @pytest.fixture

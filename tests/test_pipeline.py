@@ -9,11 +9,10 @@ import pytest
 
 from graphopt.errors import GraphoptError
 from graphopt.model_io import resolve_model
-from graphopt.pass_api import GraphPass, register_pass
+from graphopt.pass_api import GraphPass, scoped_registration
 from graphopt.pipeline import Pipeline
 
 
-@register_pass("_drop_first_node")
 @dataclasses.dataclass(kw_only=True)
 class _DropFirstNode(GraphPass):
     """Removes a node without rewiring its users: the postcondition must catch it."""
@@ -22,6 +21,13 @@ class _DropFirstNode(GraphPass):
         node = model.graph.node(0)
         model.graph.remove(node)
         return ir.passes.PassResult(model, modified=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_passes():
+    """The test passes exist while this module's tests run, never after."""
+    with scoped_registration({"_drop_first_node": _DropFirstNode}):
+        yield
 
 
 def test_records_per_pass():

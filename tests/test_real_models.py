@@ -1,7 +1,10 @@
-"""The trained models in ../shared/models through the lossless pipeline (skipped without them)."""
+"""The trained models in ../shared/models through the lossless pipeline (skipped without them,
+except in CI: with ``CI=true`` a missing folder fails, since CI has it)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,10 @@ MAX_NODES = {"superres-10": 10, "ultraface-rfb320": 123}
 def _model_path(folder: str) -> Path:
     paths = sorted((SHARED / folder).glob("*.onnx"))
     if not paths:
-        pytest.skip(f"{SHARED / folder} is not here (the shared models sit beside the checkout)")
+        message = f"{SHARED / folder} is not here (the shared models sit beside the checkout)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"{message}; CI must have them")
+        pytest.skip(message)
     return paths[0]
 
 
@@ -46,3 +52,13 @@ def test_superres_on_its_real_photo():
 
     (output,) = oracle.run_model(oracle.make_session(model), {"input": image}).values()
     np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_missing_shared_models_fail_in_ci(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "SHARED", tmp_path / "absent")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must have them"):
+        _model_path("superres-10")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        _model_path("superres-10")

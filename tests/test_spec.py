@@ -7,11 +7,10 @@ import dataclasses
 import pytest
 
 from graphopt.errors import PipelineSpecError
-from graphopt.pass_api import GraphPass, register_pass, register_preset
+from graphopt.pass_api import GraphPass, scoped_registration
 from graphopt.spec import build_passes, parse_spec
 
 
-@register_pass("_spec_probe")
 @dataclasses.dataclass(kw_only=True)
 class _Probe(GraphPass):
     ratio: float = 0.5
@@ -25,7 +24,15 @@ class _Probe(GraphPass):
         raise AssertionError("never run")
 
 
-register_preset("_spec_probe_preset", "cleanup,_spec_probe(steps=3)", "test preset")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_passes():
+    """The test passes exist while this module's tests run, never after."""
+    with scoped_registration(
+            {"_spec_probe": _Probe},
+            presets={"_spec_probe_preset": ("cleanup,_spec_probe(steps=3)", "test preset")}):
+        yield
 
 
 def test_parse_nested_and_presets():

@@ -11,9 +11,16 @@ import pytest
 
 from graphopt.errors import VerificationError
 from graphopt.model_io import resolve_model
-from graphopt.pass_api import GraphPass, register_pass
+from graphopt.pass_api import GraphPass, scoped_registration
 from graphopt.pipeline import Pipeline
 from graphopt.verify import Verifier, compare_outputs, random_inputs
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_passes():
+    """The test passes exist while this module's tests run, never after."""
+    with scoped_registration({"_break_outputs": _BreakOutputs}):
+        yield
 
 
 def test_identical_outputs():
@@ -53,7 +60,6 @@ def test_verifier_rejects_wrong_input_names():
         Verifier(model, {"wrong": np.zeros((1, 256), np.float32)})
 
 
-@register_pass("_break_outputs")
 @dataclasses.dataclass(kw_only=True)
 class _BreakOutputs(GraphPass):
     """Claims to be lossless but scales the first initializer: verification must catch it."""
