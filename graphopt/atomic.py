@@ -94,11 +94,15 @@ def _temp_name(target: Path, suffix: str) -> str:
     return f".{target.name[:_NAME_LIMIT]}.{TEMP_MARK}-{os.getpid()}-{secrets.token_hex(4)}.{suffix}"
 
 
-def _make_parent(target: Path, what: str) -> None:
+def _prepare(target: Path, what: str, suffix: str) -> Path:
+    """Check ``target``, make its folder, clear what killed runs left: the temporary name."""
+    check_writable_target(target, what)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{what} {target}: {os_error_text(exc)}") from exc
+    remove_stale(target)
+    return target.parent / _temp_name(target, suffix)
 
 
 @contextlib.contextmanager
@@ -106,10 +110,7 @@ def atomic_path(target: str | os.PathLike, *, what: str = "output") -> Iterator[
     """A temporary path beside ``target``; renamed over it when the block succeeds, removed
     when it fails. OS errors become one-line :class:`OutputError`."""
     target = Path(target)
-    check_writable_target(target, what)
-    _make_parent(target, what)
-    remove_stale(target)
-    tmp = target.parent / _temp_name(target, "tmp")
+    tmp = _prepare(target, what, "tmp")
     try:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -130,10 +131,7 @@ def staging_dir(target: str | os.PathLike, *, what: str = "output") -> Iterator[
     """A private folder beside ``target`` for writing several files that are then moved into
     place by the caller; removed, with whatever is left in it, when the block ends."""
     target = Path(target)
-    check_writable_target(target, what)
-    _make_parent(target, what)
-    remove_stale(target)
-    stage = target.parent / _temp_name(target, "tmpdir")
+    stage = _prepare(target, what, "tmpdir")
     try:
         try:
             os.mkdir(stage, 0o700)

@@ -41,17 +41,27 @@ def tiny_model_path(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def run_cli(capsys):
-    """Run ``graphopt ARGS`` in-process; returns (exit_code, stdout, stderr)."""
-
+def _cli_runner(capture):
     def run(*args: str) -> tuple[int, str, str]:
         try:
             main(list(args))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
+        captured = capture.readouterr()
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``graphopt ARGS`` in-process; returns (exit_code, stdout, stderr)."""
+    return _cli_runner(capsys)
+
+
+@pytest.fixture
+def run_cli_fd(capfd):
+    """Like ``run_cli``, capturing file descriptors 1 and 2, so that what libraries write
+    there directly (onnxruntime's C++ log) is seen too."""
+    return _cli_runner(capfd)

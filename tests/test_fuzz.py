@@ -16,19 +16,7 @@ from pathlib import Path
 
 from fuzzing import BAD_OUTCOMES, classify, mutants, same_outputs, table
 
-from graphopt.cli import main
-
 PER_CLASS = 100  # 300 mutants, each through optimize and inspect
-
-
-def _run(capfd, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capfd.readouterr()
-    return code, captured.out, captured.err
 
 
 def print_warning(message, category, filename, lineno, file=None, line=None):
@@ -48,26 +36,26 @@ def _as_in_a_fresh_process(monkeypatch):
         yield
 
 
-def test_mutants_end_in_exit_0_equal_or_one_line_exit_2(tmp_path, capfd, monkeypatch):
+def test_mutants_end_in_exit_0_equal_or_one_line_exit_2(tmp_path, run_cli_fd, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     with _as_in_a_fresh_process(monkeypatch):
-        _check_mutants(tmp_path, capfd)
+        _check_mutants(tmp_path, run_cli_fd)
 
 
-def _check_mutants(tmp_path, capfd):
+def _check_mutants(tmp_path, run):
     rows, bad = [], []
     for index, mutant in enumerate(mutants(seed=13, per_class=PER_CLASS)):
         folder = tmp_path / f"m{index}"
         path = mutant.write(folder)
         out = folder / "out.onnx"
-        code, stdout, err = _run(capfd, "optimize", str(path), "-o", str(out))
+        code, stdout, err = run("optimize", str(path), "-o", str(out))
         outcome = classify(code, stdout, err,
                            equal=lambda path=path, out=out: same_outputs(path, out))
         rows.append((f"{mutant.cls} optimize", outcome))
         label = f"{mutant.cls}/{mutant.kind}/{mutant.base}"
         if outcome in BAD_OUTCOMES:
             bad.append(f"{label} optimize: {outcome}: {err[-300:]}")
-        code, stdout, err = _run(capfd, "inspect", str(path), "--json")
+        code, stdout, err = run("inspect", str(path), "--json")
         outcome = classify(code, stdout, err)
         rows.append((f"{mutant.cls} inspect", outcome))
         if outcome in BAD_OUTCOMES:
