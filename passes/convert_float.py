@@ -17,9 +17,9 @@ How ``full`` decides, then edits (through onnx-ir's use-def API only):
    fp32.
 3. With ``keep_io`` the graph inputs are fp32 anyway, so the first layers can stay fp32 for free:
    the longest prefix of the graph (in its node order) holding at most ``fp32_stem`` of the
-   weight bytes whose boundary carries no more float values than the graph inputs do. Rounding
-   errors made there would be amplified by every later layer; on the zoo's resnet50 the first
-   0.6% of the weights account for 14 dB of SQNR.
+   weights (parameters) whose boundary carries no more float values than the graph inputs do.
+   Rounding errors made there would be amplified by every later layer: on the zoo's resnet50
+   the stem and first stage (0.9% of the weights) take SQNR from 24 to 42 dB.
 4. The assignment of the free nodes is a minimum cut (:mod:`graphopt.passes.min_cut`): a float
    value whose producer and readers disagree costs one Cast shared by all its readers, the leanings
    break ties. No assignment consistent with the fixed nodes has fewer Casts.
@@ -85,7 +85,7 @@ _MAX_FINITE = {ir.DataType.FLOAT16: 65504.0, ir.DataType.BFLOAT16: 3.38953138925
 
 # Cast to and from bfloat16 exists from opset 13 (Cast-13); onnxruntime refuses it below.
 BF16_MIN_OPSET = 13
-# Share of the weight bytes that may stay fp32 at the start of the graph (0 disables).
+# Share of the weights (parameters) that may stay fp32 at the start of the graph (0 disables).
 DEFAULT_FP32_STEM = 0.02
 # mode="weights": initializers smaller than this stay fp32 (biases, scalars: a Cast node and a
 # rounding would cost more than the 2 bytes per element they save).
@@ -357,8 +357,8 @@ class ConvertFloatPass(GraphPass):
     keep: tuple[str, ...] = ()
     #: ``full``: weights and activations; ``weights``: half initializers, fp32 compute.
     mode: Literal["full", "weights"] = "full"
-    #: Share of the weight bytes that stays fp32 at the start of the graph, where it costs no
-    #: Cast (only with ``keep_io``; 0 disables).
+    #: Share of the weights (parameters) that stays fp32 at the start of the graph, where it
+    #: costs no Cast (only with ``keep_io``; 0 disables).
     fp32_stem: float = DEFAULT_FP32_STEM
 
     def requires(self, model: ir.Model) -> None:
