@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from graphopt import oracle
+from graphopt import oracle, zoo
 from graphopt.model_io import load_model, resolve_model
 from graphopt.spec import build_passes, parse_spec
 from graphopt.verify import compare_outputs, random_inputs
@@ -54,17 +54,7 @@ __all__ = ["ZOO_MODELS", "REAL_MODELS", "ModelResult", "benchmark_model", "main"
 
 logger = logging.getLogger("bench.convert_float")
 
-ZOO_MODELS = (
-    "resnet50",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "bvlc_alexnet",
-    "zfnet512",
-)
+ZOO_MODELS = zoo.LIGHT_MODELS
 SHARED_MODELS_DIR = Path(__file__).resolve().parents[2] / "shared" / "models"
 REAL_MODELS = ("superres-10", "ultraface-rfb320")
 DEFAULT_INPUTS = 16

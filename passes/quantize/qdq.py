@@ -69,24 +69,31 @@ def remove_absorbed_relu(relu: ir.Node) -> None:
     relu.graph.remove(relu, safe=True)
 
 
+def _replace_with_dequantized(node: ir.Node, index: int, stored: np.ndarray,
+                              scales: np.ndarray, axis: int | None) -> None:
+    """Input ``index`` of ``node`` becomes ``DequantizeLinear(stored, scales, 0)``."""
+    graph = node.graph
+    original = node.inputs[index]
+    quantized = add_initializer(graph, stored, _name(original, "quantized"))
+    scale = add_initializer(graph, scales, _name(original, "scale"))
+    zero = add_initializer(graph, np.zeros(scales.shape, stored.dtype),
+                           _name(original, "zero_point"))
+    attributes = [ir.AttrInt64("axis", axis)] if axis is not None and scales.ndim else []
+    dequantize = ir.Node("", "DequantizeLinear", [quantized, scale, zero],
+                         attributes=attributes, name=_name(original, "DequantizeLinear"))
+    dequantized = dequantize.outputs[0]
+    dequantized.name = _output_name(graph, original, "dequantized")
+    dequantized.dtype = ir.DataType.FLOAT
+    dequantized.shape = original.shape
+    graph.insert_before(node, dequantize)
+    node.replace_input_with(index, dequantized)
+    drop_unused_initializer(graph, original)
+
+
 def quantize_layer_weight(node: ir.Node, axis: int) -> np.ndarray:
     """Replace the node's weight by int8 + per-channel DequantizeLinear; returns the scales."""
-    graph = node.graph
-    weight = node.inputs[1]
-    q, scales = quantize_weight(weight.const_value.numpy(), axis)
-    stored = add_initializer(graph, q, _name(weight, "quantized"))
-    scale = add_initializer(graph, scales, _name(weight, "scale"))
-    zero = add_initializer(graph, np.zeros(scales.shape, np.int8), _name(weight, "zero_point"))
-    attributes = [ir.AttrInt64("axis", axis)] if scales.ndim else []
-    dequantize = ir.Node("", "DequantizeLinear", [stored, scale, zero], attributes=attributes,
-                         name=_name(weight, "DequantizeLinear"))
-    dequantized = dequantize.outputs[0]
-    dequantized.name = _output_name(graph, weight, "dequantized")
-    dequantized.dtype = ir.DataType.FLOAT
-    dequantized.shape = weight.shape
-    graph.insert_before(node, dequantize)
-    node.replace_input_with(1, dequantized)
-    drop_unused_initializer(graph, weight)
+    q, scales = quantize_weight(node.inputs[1].const_value.numpy(), axis)
+    _replace_with_dequantized(node, 1, q, scales, axis)
     return scales
 
 
@@ -104,18 +111,5 @@ def quantize_layer_bias(node: ir.Node, input_scale: float, weight_scales: np.nda
     if node.op_type == "Gemm" and node.attributes.get_float("beta", 1.0) != 1.0:
         return False
     q, scales = quantize_bias(array, input_scale, weight_scales)
-    graph = node.graph
-    stored = add_initializer(graph, q, _name(bias, "quantized"))
-    scale = add_initializer(graph, scales, _name(bias, "scale"))
-    zero = add_initializer(graph, np.zeros(scales.shape, np.int32), _name(bias, "zero_point"))
-    dequantize = ir.Node("", "DequantizeLinear", [stored, scale, zero],
-                         attributes=[ir.AttrInt64("axis", 0)],
-                         name=_name(bias, "DequantizeLinear"))
-    dequantized = dequantize.outputs[0]
-    dequantized.name = _output_name(graph, bias, "dequantized")
-    dequantized.dtype = ir.DataType.FLOAT
-    dequantized.shape = bias.shape
-    graph.insert_before(node, dequantize)
-    node.replace_input_with(2, dequantized)
-    drop_unused_initializer(graph, bias)
+    _replace_with_dequantized(node, 2, q, scales, 0)
     return True
