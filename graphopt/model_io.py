@@ -27,7 +27,7 @@ import onnx_ir as ir
 from onnx_ir import traversal
 
 from graphopt import atomic
-from graphopt.errors import ModelLoadError, OutputError, UnsafeExternalDataError
+from graphopt.errors import ModelLoadError, OutputError, UnsafeExternalDataError, reason_line
 from graphopt.graph_checks import structural_problems
 from graphopt.proto_checks import check_proto
 
@@ -77,12 +77,12 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     try:
         proto = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf DecodeError, ...
-        raise ModelLoadError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from exc
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({reason_line(exc)})") from exc
     check_proto(proto, path)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # RuntimeError, ValueError ... from serde
-        raise ModelLoadError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from exc
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({reason_line(exc)})") from exc
     del proto
     ir.external_data.set_base_dir(model.graph, os.path.dirname(path) or ".")
     _check_structure(model, path)
@@ -111,15 +111,10 @@ def _in_memory(tensor: ir.ExternalTensor) -> ir.Tensor:
         array = tensor.numpy().copy()
     except Exception as exc:  # short file, bad offset ...
         raise ModelLoadError(f"tensor {tensor.name!r}: cannot read its external data"
-                             f" {tensor.location!r} ({_first_line(exc)})") from exc
+                             f" {tensor.location!r} ({reason_line(exc)})") from exc
     finally:
         tensor.release()
     return ir.Tensor(array, dtype=tensor.dtype, name=tensor.name)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _check_structure(model: ir.Model, path: Path) -> None:
