@@ -44,6 +44,7 @@ __all__ = [
     "weight_bytes",
     "external_data_files",
     "referenced_data_files",
+    "own_data_files",
     "source_file",
 ]
 
@@ -281,8 +282,10 @@ def save_model(
     path = Path(path)
     atomic.check_writable_target(path)
     sources = external_data_files(model)
-    _remove_orphan_data(path, sources)
-    previous = referenced_data_files(path)
+    ours = _data_files_named_ours(path)
+    referenced = referenced_data_files(path) if ours else set()  # parsed only when needed
+    _remove_orphans(ours - referenced, sources)
+    previous = ours & referenced
     _refuse_overwriting_sources(path, previous, sources)
     data_name = _fresh_data_name(path) if _needs_external_data(model, external_data) else None
     placed: tuple[Path, int] | None = None  # the data file moved into place, and its inode
@@ -301,8 +304,7 @@ def save_model(
             if placed is not None:
                 _remove_if_orphan(path, *placed)
     for old in previous:
-        if (old.parent == path.parent and old.name != data_name
-                and _our_data_name(path).match(old.name)):
+        if old.name != data_name:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(old)
     logger.debug("saved %s (external data: %s)", path, placed[0] if placed else None)
@@ -324,19 +326,29 @@ def _fresh_data_name(path: Path) -> str:
     return name
 
 
-def _remove_orphan_data(path: Path, sources: set[Path]) -> None:
-    """Data files of ours beside ``path`` that the model there does not refer to: left by a
-    kill after the data was in place and before the rename (or before the old data went)."""
-    if not path.parent.is_dir():
-        return
-    keep = {p.name for p in referenced_data_files(path)}
+def _data_files_named_ours(path: Path) -> set[Path]:
+    """Files beside ``path`` named as graphopt names its data files (see _our_data_name)."""
     pattern = _our_data_name(path)
-    for entry in os.scandir(path.parent):
-        if not pattern.match(entry.name) or entry.name in keep:
-            continue
-        candidate = Path(entry.path)
-        if not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
-            continue
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return set()
+    return {path.parent / e.name for e in entries
+            if pattern.match(e.name) and (e.is_symlink() or e.is_file(follow_symlinks=False))}
+
+
+def own_data_files(path: str | os.PathLike) -> set[Path]:
+    """The data files graphopt wrote for the model at ``path`` that it still refers to: what
+    saving over ``path`` removes."""
+    path = Path(path)
+    ours = _data_files_named_ours(path)
+    return ours & referenced_data_files(path) if ours else set()
+
+
+def _remove_orphans(orphans: set[Path], sources: set[Path]) -> None:
+    """Data files of ours that the model beside them does not refer to: left by a kill after
+    the data was in place and before the rename (or before the old data went)."""
+    for candidate in orphans:
         if candidate.resolve() in sources:
             continue
         with contextlib.suppress(OSError):

@@ -27,6 +27,7 @@ from graphopt.errors import OutputError
 from graphopt.model_io import (
     ZOO_PREFIX,
     external_data_files,
+    own_data_files,
     referenced_data_files,
     source_file,
 )
@@ -106,8 +107,7 @@ def check_output_paths(
             raise OutputError(f"{option} {os.fspath(path)!r}: empty path, expected a file name")
         atomic.check_writable_target(path, option)
     if model_output is not None:
-        written += [("-o (its previous data file)", p)
-                    for p in referenced_data_files(model_output)]
+        written += [("-o (its previous data file)", p) for p in own_data_files(model_output)]
     read_ids: dict[tuple, Path] = {}
     for path in reads:
         for identity in _identities(Path(path)):
