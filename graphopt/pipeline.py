@@ -57,6 +57,10 @@ __all__ = ["PassRecord", "PipelineReport", "Pipeline", "DEFAULT_PRESET", "OnBudg
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "lossless"
+LOSSY_RANDOM_SAMPLES = 8
+"""Random verification samples of a pipeline with lossy passes when no data is given."""
+VERIFICATION_SEED_OFFSET = 1000
+"""Random verification data is drawn from seeds apart from random calibration data's."""
 OnBudget = Literal["stop", "warn"]
 
 
@@ -206,6 +210,11 @@ class Pipeline:
         if budget.term("accuracy_drop") is not None and context.evaluator is None:
             raise GraphoptError(f"budget {budget.term('accuracy_drop')} needs labelled data"
                                 " (a 'labels' array in the data, or zoo:digits)")
+        if inputs is None and self.lossy:
+            # One random sample moves a lossy pass's SQNR by several dB: pool a few.
+            inputs = RandomData(model, batches=LOSSY_RANDOM_SAMPLES,
+                                batch_size=static_batch_size(model) or 1,
+                                seed=context.seed + VERIFICATION_SEED_OFFSET)
         verifier = Verifier(model, inputs, source=source) if verify else None
         if verifier is not None:
             self._check_reference(verifier, model, source, warnings)
