@@ -24,13 +24,18 @@ Steps of :func:`benchmark`:
 5. Fidelity: the runner's outputs on the benchmark inputs against the reference, judged on
    the budget of the precision the runner actually ran
    (:func:`graphopt.budget.precision_budget`, the definition the pipeline uses too).
-6. Energy per inference: the measured reading, or when none is usable the analytical
-   :class:`~graphopt.backends.energy.ModelEnergyEstimator` on the model's cost at the precision
-   run, with ``source`` saying which (and ``energy_fallback`` why no meter was used).
+6. Energy per inference: the measured reading, or when none is usable the time x power
+   estimate (:class:`~graphopt.backends.energy.TimePowerEstimator`: this process's CPU time
+   over every session's timed phase x the modelled power per busy CPU), with ``source`` saying
+   which (and ``energy_fallback`` why no meter was used). Beside it, never as the headline, the
+   analytical lower bound :class:`~graphopt.backends.energy.ModelEnergyEstimator` on the
+   model's cost at the precision run (``energy["compute_bound"]`` in the JSON).
 
 Every result also records how many cores other processes kept busy during the timed phases
 (``background_cores_busy``, from :mod:`graphopt.backends.cpuload`, averaged over the sessions'
-timed phases) and warns above :data:`BACKGROUND_LOAD_WARNING`.
+timed phases) and warns above :data:`BACKGROUND_LOAD_WARNING`, and the DVFS state of the CPUs in
+use read during the last timed phase (``environment.extra.dvfs_during_timing``), with a warning
+when the frequency governor is not ``performance``.
 """
 
 from __future__ import annotations
@@ -122,6 +127,7 @@ class BenchmarkResult:
     warnings: list[str]
     background_cores_busy: float | None = None
     compile_seconds_sessions: list[float] = dataclasses.field(default_factory=list)
+    energy_bound: object = None  # EnergyReading of the compute-bound model, beside `energy`
 
     @property
     def sessions(self) -> int:
@@ -163,7 +169,7 @@ class BenchmarkResult:
                 "concurrent_per_second": self.throughput_concurrent,
                 "concurrent_method": self.concurrent_method,
             },
-            "energy": None if self.energy is None else self.energy.to_dict(),
+            "energy": self._energy_dict(),
             "energy_fallback": self.energy_fallback,
             "fidelity": {
                 **self.fidelity.to_dict(),
@@ -178,6 +184,14 @@ class BenchmarkResult:
             "environment": self.environment,
             "warnings": self.warnings,
         }
+
+
+    def _energy_dict(self) -> dict | None:
+        if self.energy is None:
+            return None
+        data = self.energy.to_dict()
+        data["compute_bound"] = None if self.energy_bound is None else self.energy_bound.to_dict()
+        return data
 
 
 def _feed_batch(feed: dict[str, np.ndarray]) -> int | None:
@@ -209,25 +223,46 @@ def _measure_concurrent(runner: Runner, feed, seconds: float, batch_size: int,
 
 
 def _energy(preference: str, device: str, cost, precision: str, batch_size: int,
-            measured) -> tuple[object, list[str]]:
-    from graphopt.backends.energy import ModelEnergyEstimator
+            measured, busy: tuple[float, float, int] | None, cpus: int,
+            cpu_model: str | None) -> tuple[object, object, list[str]]:
+    """(headline reading, compute-bound reading, reasons no meter was used)."""
+    from graphopt.backends.energy import ModelEnergyEstimator, TimePowerEstimator, cpu_power
     from graphopt.backends.energy.model import PRECISIONS
 
     reading, reasons = measured
     if preference == "none":
-        return None, ["energy not requested (--energy none)"]
+        return None, None, ["energy not requested (--energy none)"]
+    priced = precision if precision in PRECISIONS else "fp32"
+    bound = ModelEnergyEstimator().estimate(cost, precision=priced, batch_size=batch_size)
     if reading is not None and reading.joules_per_inference is not None:
-        return reading, reasons
+        return reading, bound, reasons
     if reading is not None:
         reasons = [*reasons, f"{reading.source}: {reading.note}"]
-    priced = precision if precision in PRECISIONS else "fp32"
-    return ModelEnergyEstimator().estimate(cost, precision=priced, batch_size=batch_size), reasons
+    if busy is None:
+        return None, bound, [*reasons, "no CPU time reading (/proc/stat): no time x power"
+                                       " estimate"]
+    if device != "cpu":
+        reasons = [*reasons, f"the estimate covers the host CPU only, not the {device}"]
+    busy_seconds, wall_seconds, inferences = busy
+    estimator = TimePowerEstimator(power=cpu_power(cpu_model))
+    return estimator.estimate(busy_seconds=busy_seconds, wall_seconds=wall_seconds,
+                              inferences=inferences, cpus_in_use=cpus), bound, reasons
+
+
+def _busy(periods: list[tuple], inferences: int) -> tuple[float, float, int] | None:
+    """(this process's CPU seconds, wall seconds, inferences) over the timed phases."""
+    pairs = [(b, a) for b, a in periods if b is not None and a is not None]
+    if not pairs or inferences < 1:
+        return None
+    wall = sum(a[0] - b[0] for b, a in pairs)
+    busy = sum(a[2] - b[2] for b, a in pairs)
+    return (max(0.0, busy), wall, inferences) if wall > 0 else None
 
 
 def _pick_meter(preference: str, device: str):
     from graphopt.backends.energy import probe_meters
 
-    if preference in ("model", "none"):
+    if preference in ("estimate", "model", "none"):
         return None, [f"measurement not requested (--energy {preference})"]
     meter, reasons = probe_meters(preference, device=device)
     if meter is None and preference != "auto":
@@ -256,13 +291,15 @@ def benchmark(
     ``config`` is the whole timed budget, split evenly over ``sessions`` fresh runner sessions
     (1 measures a single session). ``threads`` and ``pin`` (bind intra-op threads to cores)
     apply to backends with those settings unless the spec sets its own. ``energy`` is
-    ``auto`` (a measured meter if readable, else the model), ``rapl``/``nvml`` (that meter or
-    an error), ``model`` or ``none``.
+    ``auto`` (a measured meter if readable, else the time x power estimate), ``rapl``/``nvml``/
+    ``jetson`` (that meter or an error), ``estimate`` (no meter; ``model`` is its older name)
+    or ``none``.
     ``concurrent_seconds`` defaults to ``config.min_seconds``; 0 skips the concurrent phase. A
     measured meter first records ``energy_baseline_seconds`` of idle power, subtracted from
     the reading. ``budget`` judges the fidelity instead of the run precision's own budget.
     """
     from graphopt import oracle
+    from graphopt.backends.cpufreq import dvfs_state, governor_warning
     from graphopt.backends.environment import capture_environment
     from graphopt.cost import model_cost
     from graphopt.model_io import resolve_model
@@ -290,6 +327,8 @@ def benchmark(
     compile_times: list[float] = []
     load_periods: list[tuple] = []
     measured = (None, meter_reasons)
+    inferences = 0
+    dvfs: dict = {}
     try:
         for index in range(sessions):
             last = index == sessions - 1
@@ -316,6 +355,9 @@ def benchmark(
                                     progress=None if progress is None
                                     else lambda f, report=report: report("measure", f)))
                 load_periods.append((before, cpu_clocks()))
+                inferences += calls[0] * batch_size
+                if last:
+                    dvfs = dvfs_state()
                 if metered is not None:
                     measured = (metered.stop(calls[0] * batch_size), meter_reasons)
                 compile_times.append(runner.compile_seconds)
@@ -335,11 +377,17 @@ def benchmark(
     timing = combine_sessions(runs, config)
     background = mean_other_cores_busy(load_periods)
     judgement = (budget if budget else precision_budget(precision)).judge(fidelity)
-    reading, fallback = _energy(energy, device, cost, precision, batch_size, measured)
     warnings = _warnings(spec, precision, timing, judgement, background)
+    if governor_warning(dvfs):
+        warnings.append(governor_warning(dvfs))
     environment = capture_environment(
-        extra={"backend": str(spec), "precision": precision, "runner_settings": settings}
+        extra={"backend": str(spec), "precision": precision, "runner_settings": settings,
+               "dvfs_during_timing": dvfs}
     )
+    cpus = min(threads or os.cpu_count() or 1, len(dvfs.get("cpus", ())) or os.cpu_count() or 1)
+    reading, bound, fallback = _energy(energy, device, cost, precision, batch_size, measured,
+                                       _busy(load_periods, inferences), cpus,
+                                       environment["cpu"]["model"])
     return BenchmarkResult(
         model=os.fspath(model_spec),
         backend=str(spec),
@@ -362,6 +410,7 @@ def benchmark(
         warnings=warnings,
         background_cores_busy=background,
         compile_seconds_sessions=compile_times,
+        energy_bound=bound,
     )
 
 

@@ -5,6 +5,11 @@ from package metadata, CPU details from ``/proc/cpuinfo`` and ``/sys``, GPU deta
 when ``pynvml`` is installed. An item that cannot be read is recorded as ``None`` and its
 reason is listed under ``"unavailable"`` (keyed by the item's dotted path, e.g.
 ``"cpu.scaling_governor"``).
+
+DVFS: ``cpu.dvfs`` holds the governor and current/min/max frequency of every CPU this process
+may run on (:func:`graphopt.backends.cpufreq.dvfs_state`), ``"unknown"`` with the reason where
+cpufreq is not readable. On a Jetson, ``jetson`` holds the power mode (nvpmodel) and GPU/EMC
+clocks (:func:`graphopt.backends.energy.jetson.jetson_state`); elsewhere it is ``None``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .cpufreq import dvfs_state
+from .energy.jetson import jetson_state
 from .energy.nvml import nvml_devices
 
 __all__ = ["capture_environment", "CPU_FLAGS_OF_INTEREST", "LIBRARIES"]
@@ -84,6 +91,7 @@ def capture_environment(extra: Mapping | None = None) -> dict:
                                                lambda: len(os.sched_getaffinity(0))),
             "logical_cores_total": os.cpu_count(),
             "scaling_governor": attempt("cpu.scaling_governor", _governor),
+            "dvfs": dvfs_state(),
         },
         "memory_total_bytes": attempt("memory_total_bytes", _memory_total),
         "os": {
@@ -107,6 +115,7 @@ def capture_environment(extra: Mapping | None = None) -> dict:
     env["gpus"] = gpus
     if gpus is None:
         unavailable["gpus"] = gpu_reason
+    env["jetson"] = attempt("jetson", jetson_state)
     env["extra"] = dict(extra) if extra else {}
     env["unavailable"] = unavailable
     return env

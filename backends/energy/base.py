@@ -1,4 +1,4 @@
-"""Energy readings and the meter template shared by RAPL and NVML.
+"""Energy readings and the meter template shared by RAPL, NVML and the Jetson rails.
 
 A meter brackets a run: ``start()`` before the first inference, ``stop(inferences)`` after the
 last. The reading is energy per inference in joules, per domain and in total, with an
@@ -21,11 +21,22 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["EnergyReading", "EnergyMeter", "IdleBaseline", "Source", "measure_energy"]
+__all__ = [
+    "EnergyReading",
+    "EnergyMeter",
+    "IdleBaseline",
+    "MEASURED_SOURCES",
+    "Source",
+    "measure_energy",
+]
 
 logger = logging.getLogger(__name__)
 
-Source = Literal["rapl", "nvml", "model"]
+Source = Literal["rapl", "nvml", "jetson", "estimate:time-x-power", "model:compute-bound"]
+"""Measured (``rapl``, ``nvml``, ``jetson``), estimated from measured busy time and a modelled
+power (``estimate:time-x-power``), or the analytical lower bound (``model:compute-bound``)."""
+
+MEASURED_SOURCES = ("rapl", "nvml", "jetson")
 
 DEFAULT_BASELINE_REPEATS = 5
 
@@ -37,6 +48,9 @@ class EnergyReading:
     ``domains`` maps a domain (``package-0``, ``dram-0``, ``gpu-0``; for the model estimate
     ``compute``, ``weights``, ``activations``) to joules per inference. ``uncertainty_joules`` is
     a bound on the error of ``joules_per_inference`` (``None`` when it cannot be stated).
+    ``power_watts`` and ``power_origin``: the modelled power an estimate used and where it came
+    from. ``breakdown``: joules per inference of parts already inside ``domains`` (Jetson
+    sub-rails under ``VDD_IN``), never added to the total.
     """
 
     joules_per_inference: float | None
@@ -46,6 +60,9 @@ class EnergyReading:
     window_seconds: float | None
     inferences: int
     note: str = ""
+    power_watts: float | None = None
+    power_origin: str | None = None
+    breakdown: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,4 +1,9 @@
-"""Analytical energy estimate from the cost model, for machines without readable counters.
+"""Analytical lower bound on energy from the cost model (``source="model:compute-bound"``).
+
+It prices arithmetic and data movement only, so on a CPU it is roughly an order of magnitude
+below what the package draws, and it ranks configurations by MAC precision rather than by what
+runs. It is therefore shown *beside* the headline figure (a measured meter, or the time x power
+estimate of :mod:`graphopt.backends.energy.estimate`), never as the headline.
 
 Energy table (Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm, 0.9 V), in picojoules:
 
@@ -27,7 +32,8 @@ symbolic (batch) dimensions as 1: ``cost`` is taken to describe one inference.
 
 This is an order-of-magnitude estimate of compute and data movement only: it ignores static
 power, control overhead, caches missing or hitting differently and runtime fusions, so it
-carries no uncertainty (``uncertainty_joules=None``) and is always labelled ``source="model"``.
+carries no uncertainty (``uncertainty_joules=None``) and is always labelled
+``source="model:compute-bound"``.
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ __all__ = [
     "ModelEnergyEstimator",
     "PRECISIONS",
     "DEFAULT_PROCESS_NM",
+    "SOURCE",
 ]
+
+SOURCE = "model:compute-bound"
 
 DEFAULT_PROCESS_NM = 7.0
 PJ = 1e-12
@@ -133,7 +142,7 @@ class ModelEnergyEstimator:
         return EnergyReading(
             joules_per_inference=sum(domains.values()),
             uncertainty_joules=None,
-            source="model",
+            source=SOURCE,
             domains=domains,
             window_seconds=None,
             inferences=batch_size,
@@ -144,7 +153,8 @@ class ModelEnergyEstimator:
         priced = _row(precision)
         as_ = f" priced as {priced}" if priced != precision else ""
         return (
-            f"analytical estimate, not measured: Horowitz ISSCC 2014 45 nm table, {precision}"
+            f"lower bound on compute and data movement, not measured: Horowitz ISSCC 2014"
+            f" 45 nm table, {precision}"
             f"{as_}, logic and SRAM scaled x{self.logic_scale:.3f} to {self.process_nm:g} nm "
             f"(linear in feature size), DRAM unscaled; weights from {self.weight_memory} once "
             f"per batch, activations x{self.activation_traffic:g} via {self.activation_memory}"

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, Literal
 
 from .base import EnergyMeter
+from .sampling import PowerSampler as _PowerSampler
+from .sampling import trapezoid as _trapezoid  # noqa: F401 - kept importable from here
 
 __all__ = ["NvmlMeter", "load_pynvml", "nvml_devices"]
 
@@ -109,7 +110,8 @@ class NvmlMeter(EnergyMeter):
         if self.mode == "counter":
             self._start_mj = nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
             return
-        self._sampler = _PowerSampler(self._read_watts, self._clock, self.sample_interval)
+        self._sampler = _PowerSampler(self._read_watts, self._clock, self.sample_interval,
+                                      name="nvml")
         self._sampler.start()
 
     def _end(self) -> dict[str, float]:
@@ -169,57 +171,6 @@ def _probe_mode(nvml: ModuleType, handle: Any) -> Mode | None:
     except nvml.NVMLError as exc:
         logger.info("NVML power reading unsupported: %s", exc)
     return None
-
-
-class _PowerSampler:
-    """Samples power in a daemon thread; :meth:`stop` returns the trapezoid integral in J."""
-
-    def __init__(
-        self, read_watts: Callable[[], float], clock: Callable[[], float], interval: float
-    ) -> None:
-        self._read_watts = read_watts
-        self._clock = clock
-        self._interval = interval
-        self._times: list[float] = []
-        self._watts: list[float] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nvml-power", daemon=True)
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        # The synchronous samples bracket the window as tightly as possible: the first is taken
-        # just before the meter's window opens, the last right after it closes. Background
-        # samples outside that span (a late thread) are dropped.
-        self._thread.start()
-        self._sample()
-
-    def stop(self) -> float:
-        end = self._sample()
-        self._done.set()
-        self._thread.join()
-        with self._lock:
-            points = sorted(p for p in zip(self._times, self._watts, strict=True) if p[0] <= end)
-        times, watts = zip(*points, strict=True)
-        return _trapezoid(list(times), list(watts))
-
-    def _run(self) -> None:
-        while not self._done.wait(self._interval):
-            self._sample()
-
-    def _sample(self) -> float:
-        watts = self._read_watts()
-        now = self._clock()
-        with self._lock:
-            self._times.append(now)
-            self._watts.append(watts)
-        return now
-
-
-def _trapezoid(times: list[float], watts: list[float]) -> float:
-    total = 0.0
-    for i in range(1, len(times)):
-        total += (watts[i] + watts[i - 1]) / 2.0 * (times[i] - times[i - 1])
-    return total
 
 
 def _text(value: str | bytes) -> str:

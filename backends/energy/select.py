@@ -1,10 +1,12 @@
 """Choose a measured energy meter for a device, and say why the others cannot be used.
 
-``auto`` prefers measurement over the model: on ``cpu`` it tries RAPL; on a GPU device
-(``gpu``, ``cuda``, ``tensorrt``) NVML first, then RAPL. ``rapl`` or ``nvml`` ask for that meter
-only. ``model`` and ``none`` select no meter. When no meter is usable the caller falls back to
-:class:`~graphopt.backends.energy.model.ModelEnergyEstimator` and prints the reasons, e.g.
-``energy: model (rapl: permission denied reading ...)``.
+``auto`` prefers measurement over estimates: on a Jetson (INA3221 rails present) the sysfs
+rails, then jetson-stats; on ``cpu`` RAPL; on a GPU device (``gpu``, ``cuda``, ``tensorrt``)
+NVML first, then RAPL. ``rapl``, ``nvml`` or ``jetson`` (sysfs rails, else jtop) ask for that
+meter only. ``estimate`` (``model`` is its older name) and ``none`` select no meter. When no
+meter is usable the caller falls back to
+:class:`~graphopt.backends.energy.estimate.TimePowerEstimator` and prints the reasons, e.g.
+``energy: estimate:time-x-power (rapl: permission denied reading ...)``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 from collections.abc import Callable, Mapping
 
 from .base import EnergyMeter
+from .jetson import JetsonMeter
+from .jtop import JtopMeter
 from .nvml import NvmlMeter
 from .rapl import RaplMeter
 
@@ -20,11 +24,14 @@ __all__ = ["PREFERENCES", "probe_meters", "select_meter", "unavailable_reasons"]
 
 logger = logging.getLogger(__name__)
 
-PREFERENCES = ("auto", "rapl", "nvml", "model", "none")
+PREFERENCES = ("auto", "rapl", "nvml", "jetson", "estimate", "model", "none")
+NO_METER = ("estimate", "model", "none")
 _GPU_DEVICES = ("gpu", "cuda", "tensorrt")
 
 MeterFactory = Callable[[], EnergyMeter]
-_FACTORIES: dict[str, MeterFactory] = {"rapl": RaplMeter, "nvml": NvmlMeter}
+_FACTORIES: dict[str, MeterFactory] = {
+    "rapl": RaplMeter, "nvml": NvmlMeter, "jetson": JetsonMeter, "jtop": JtopMeter,
+}
 
 
 def probe_meters(
@@ -48,7 +55,7 @@ def probe_meters(
             return meter, reasons
         logger.info("energy meter %s unavailable: %s", name, why)
         reasons.append(f"{name}: {why}")
-    if preference in ("model", "none"):
+    if preference in NO_METER:
         reasons.append(f"measurement not requested (--energy {preference})")
     return None, reasons
 
@@ -68,6 +75,15 @@ def _candidates(preference: str, device: str) -> list[str]:
         raise ValueError(f"unknown energy preference {preference!r}; expected one of {PREFERENCES}")
     if preference in ("rapl", "nvml"):
         return [preference]
-    if preference in ("model", "none"):
+    if preference == "jetson":
+        return ["jetson", "jtop"]
+    if preference in NO_METER:
         return []
-    return ["nvml", "rapl"] if device.lower() in _GPU_DEVICES else ["rapl"]
+    jetson = ["jetson", "jtop"] if _on_jetson() else []
+    return jetson + (["nvml", "rapl"] if device.lower() in _GPU_DEVICES else ["rapl"])
+
+
+def _on_jetson() -> bool:
+    from .jetson import TEGRA_MARKER
+
+    return TEGRA_MARKER.exists()

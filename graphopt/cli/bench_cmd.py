@@ -22,6 +22,7 @@ from rich.table import Table
 
 from graphopt import __version__
 from graphopt.backends.benchmark import DEFAULT_SESSIONS
+from graphopt.backends.energy import MEASURED_SOURCES
 from graphopt.backends.paired import (
     CONTENTION_POLICIES,
     DEFAULT_CI_TARGET,
@@ -37,7 +38,7 @@ __all__ = ["bench"]
 
 logger = logging.getLogger(__name__)
 
-ENERGY_CHOICES = ("auto", "rapl", "nvml", "model", "none")
+ENERGY_CHOICES = ("auto", "rapl", "nvml", "jetson", "estimate", "model", "none")
 DEFAULT_DURATION = 2.0
 DEFAULT_MIN_ITERATIONS = 50
 _MAX_WARMUP_SECONDS = 10.0
@@ -57,6 +58,11 @@ def _rate(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def _joules(joules: float) -> str:
+    scale, unit = next(((s, u) for s, u in _ENERGY_UNITS if joules >= s), _ENERGY_UNITS[-1])
+    return f"{joules / scale:.3g} {unit}"
+
+
 def _energy(result) -> str:
     reading = result.energy
     if reading is None:
@@ -64,8 +70,7 @@ def _energy(result) -> str:
     joules = reading.joules_per_inference
     if joules is None:
         return f"n/a ({reading.source})"
-    scale, unit = next(((s, u) for s, u in _ENERGY_UNITS if joules >= s), _ENERGY_UNITS[-1])
-    return f"{joules / scale:.3g} {unit} ({reading.source})"
+    return f"{_joules(joules)} ({reading.source})"
 
 
 def _fidelity(result) -> str:
@@ -184,8 +189,9 @@ def bench(
              " measure on), pause (drop them, wait for quiet) or flag (keep, report).")
     ] = "extend",
     energy: Annotated[str, typer.Option(
-        help="auto (RAPL/NVML when readable, else the cost model), rapl, nvml, model or none."
-    )] = "auto",
+        help="auto (RAPL/NVML/Jetson rails when readable, else measured CPU time x modelled"
+             " power), rapl, nvml, jetson, estimate (no meter; 'model' is its older name) or"
+             " none. The cost model's compute-bound lower bound is reported beside.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the random benchmark inputs.")] = 0,
     json_file: Annotated[Path | None, typer.Option(
         "--json", help="Write every result (raw samples included) to this JSON file.")] = None,
@@ -326,18 +332,32 @@ def _print_paired_notes(pairing) -> None:
     )
 
 
+def _print_energy_notes(results: list) -> None:
+    """Per result: how the headline energy was obtained and the compute-bound figure beside."""
+    for r in results:
+        reading, bound = r.energy, r.energy_bound
+        if reading is None and bound is None:
+            continue
+        parts = []
+        if reading is not None and reading.joules_per_inference is not None:
+            how = (f"{reading.power_watts:.2f} W per busy CPU, {reading.power_origin}"
+                   if reading.power_watts is not None else reading.note)
+            parts.append(f"{_joules(reading.joules_per_inference)} {reading.source} ({how})")
+        if bound is not None and bound.joules_per_inference is not None:
+            parts.append(f"compute-bound lower bound {_joules(bound.joules_per_inference)}"
+                         f" ({bound.source}, not a headline)")
+        if r.energy_fallback and (reading is None or reading.source not in MEASURED_SOURCES):
+            parts.append(f"not measured: {'; '.join(r.energy_fallback)}")
+        console.print(f"energy: {r.model} on {r.backend}: {'; '.join(parts)}",
+                      highlight=False, soft_wrap=True)
+
+
 def _print_notes(results: list, sessions: int) -> None:
     for r in results:
         for warning in r.warnings:
             err_console.print(f"[yellow]warning:[/] {r.model} on {r.backend}: {warning}",
                               highlight=False, soft_wrap=True)
-    sources = {r.energy.source for r in results if r.energy is not None}
-    if "model" in sources:
-        reasons = next((r.energy_fallback for r in results if r.energy is not None
-                        and r.energy.source == "model"), [])
-        why = f" ({'; '.join(reasons)})" if reasons else ""
-        console.print(f"energy: modelled from the cost model, not measured{why}",
-                      highlight=False, soft_wrap=True)
+    _print_energy_notes(results)
     console.print(
         "latency: median/p99 of synchronous calls after steady-state warm-up, pooled over"
         f" {sessions} runner session{'s' if sessions > 1 else ''}; CI: 95% bootstrap of the"

@@ -299,8 +299,9 @@ def test_model_estimate_matches_the_table_by_hand_at_45nm():
         {"compute": compute, "weights": weights, "activations": activations}
     )
     assert reading.joules_per_inference == pytest.approx(compute + weights + activations)
-    assert reading.source == "model" and reading.uncertainty_joules is None
+    assert reading.source == "model:compute-bound" and reading.uncertainty_joules is None
     assert "not measured" in reading.note and "Horowitz" in reading.note
+    assert "lower bound" in reading.note
 
 
 def test_model_estimate_scales_logic_to_the_node_but_not_dram():
@@ -361,6 +362,7 @@ def test_reading_is_a_plain_record():
     assert reading.to_dict() == {
         "joules_per_inference": 1.0, "uncertainty_joules": 0.1, "source": "rapl",
         "domains": {"package-0": 1.0}, "window_seconds": 2.0, "inferences": 10, "note": "x",
+        "power_watts": None, "power_origin": None, "breakdown": {},
     }
 
 
