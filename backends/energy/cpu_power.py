@@ -55,7 +55,8 @@ IDLE_SHARE = 0.15
 
 @dataclasses.dataclass(frozen=True)
 class TdpEntry:
-    """A CPU model (matched case-insensitively as a substring), its TDP and logical CPUs."""
+    """A CPU model (a substring of the model name, compared without case, ``(R)``, ``CPU``,
+    ``@ clock``), its TDP and logical CPUs."""
 
     pattern: str
     tdp_watts: float
@@ -142,8 +143,8 @@ def cpu_power(
 
 
 def _our_entry(name: str, table: tuple[TdpEntry, ...]) -> TdpEntry | None:
-    lowered = name.lower()
-    return next((e for e in table if e.pattern.lower() in lowered), None)
+    wanted = _normalise(name)
+    return next((e for e in table if _normalise(e.pattern) in wanted), None)
 
 
 _NOISE = re.compile(r"\((?:r|tm)\)|\bcpu\b|@.*$|\bprocessor\b|\d+-core", re.IGNORECASE)

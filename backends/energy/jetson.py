@@ -18,7 +18,8 @@ power estimation"; the kernel's ``Documentation/hwmon/ina3221.rst``), searched u
 
 Which rails are counted: the module input rail (``VDD_IN``, ``POM_5V_IN``, ``VIN_SYS_5V0``
 where present, see :data:`TOTAL_RAILS`) already contains the others, so it alone is the total
-and the other rails go to the reading's ``breakdown``; boards without an input rail (AGX
+and the other rails go to the reading's ``breakdown`` (gross: the idle baseline is subtracted
+from the counted total only); boards without an input rail (AGX
 Xavier) sum every rail. A rail whose files are missing is skipped and named in the note;
 an unreadable file (permission) makes the meter unavailable with the path.
 
@@ -93,9 +94,9 @@ def discover_rails(root: Path, reader: Reader = _read_text) -> tuple[list[Jetson
     missing: list[str] = []
     for folder in sorted(root.glob("ina3221/*/hwmon/hwmon*")):
         for label in sorted(folder.glob("in*_label")):
-            channel = re.fullmatch(r"in(\d+)_label", label.name)
+            channel = re.fullmatch(r"in([1-3])_label", label.name)
             if channel is None:
-                continue
+                continue  # in7_label names the shunt-voltage sum, not a rail
             c = channel.group(1)
             name = reader(label).strip()
             voltage, current = folder / f"in{c}_input", folder / f"curr{c}_input"

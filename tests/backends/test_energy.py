@@ -391,3 +391,72 @@ def test_power_sampler_integrates_by_trapezoid_within_the_window():
     sampler.start()
     clock.now += 2.0
     assert sampler.stop() == pytest.approx((100.0 + 300.0) / 2 * 2.0)
+
+
+def test_time_x_power_estimate_by_hand():
+    from graphopt.backends.energy import CpuPower, TimePowerEstimator
+
+    power = CpuPower(watts_per_cpu=5.0, idle_share=0.2, origin="test table")
+    reading = TimePowerEstimator(power=power).estimate(
+        busy_seconds=3.0, wall_seconds=2.0, inferences=100, cpus_in_use=2)
+    # 3 CPU-s busy at 5 W, 1 CPU-s waiting at 1 W, over 100 inferences.
+    assert reading.domains == pytest.approx({"cpu-active": 0.15, "cpu-idle": 0.01})
+    assert reading.joules_per_inference == pytest.approx(0.16)
+    assert reading.source == "estimate:time-x-power"
+    assert reading.power_watts == 5.0 and reading.power_origin == "test table"
+    assert reading.uncertainty_joules is None
+    assert "not measured" in reading.note and "test table" in reading.note
+    with pytest.raises(ValueError):
+        TimePowerEstimator(power=power).estimate(busy_seconds=1.0, wall_seconds=1.0,
+                                                 inferences=0, cpus_in_use=1)
+
+
+def test_estimate_ranks_the_slower_run_as_costlier_unlike_the_bound():
+    from graphopt.backends.energy import TimePowerEstimator, cpu_power
+
+    estimator = TimePowerEstimator(power=cpu_power(None))
+    fp32 = estimator.estimate(busy_seconds=2.0, wall_seconds=1.0, inferences=40, cpus_in_use=2)
+    int8 = estimator.estimate(busy_seconds=2.0, wall_seconds=1.0, inferences=20, cpus_in_use=2)
+    assert int8.joules_per_inference == pytest.approx(2 * fp32.joules_per_inference)
+    bound = ModelEnergyEstimator()
+    assert (bound.estimate(TINY, "int8").joules_per_inference
+            < bound.estimate(TINY, "fp32").joules_per_inference)  # the bound says the opposite
+
+
+def test_cpu_power_from_our_table_codecarbon_csv_or_a_labelled_default(tmp_path):
+    from graphopt.backends.energy import DEFAULT_WATTS_PER_CPU, cpu_power
+
+    ours = cpu_power("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", codecarbon_csv=False)
+    assert ours.watts_per_cpu == pytest.approx(150.0 / 40)
+    assert ours.tdp_watts == 150.0 and "graphopt table" in ours.origin
+    table = tmp_path / "cpu_power.csv"
+    table.write_text("Name,TDP\nIntel Xeon Gold 6248,165\nIntel Xeon Gold 6130,125\n")
+    carbon = cpu_power("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", codecarbon_csv=table)
+    assert carbon.watts_per_cpu == pytest.approx(165.0 / 40)
+    assert "codecarbon" in carbon.origin
+    # codecarbon knows the TDP but not the CPU count: our count, else the default
+    assert cpu_power("Intel Xeon Gold 6130", codecarbon_csv=table).watts_per_cpu == \
+        pytest.approx(125 / 32)
+    masked = cpu_power("Intel(R) Xeon(R) Processor", codecarbon_csv=table)
+    assert masked.watts_per_cpu == DEFAULT_WATTS_PER_CPU and masked.tdp_watts is None
+    assert "default" in masked.origin and "no TDP known" in masked.origin
+    assert "unnamed CPU" in cpu_power(None, codecarbon_csv=False).origin
+
+
+def test_benchmark_energy_falls_back_to_the_estimate_with_the_bound_beside():
+    from graphopt.backends.benchmark import _busy, _energy
+
+    busy = _busy([((0.0, 0.0, 0.0), (2.0, 0.0, 3.0))], inferences=60)
+    assert busy == (3.0, 2.0, 60)
+    reasons = ["rapl: no RAPL zones"]
+    reading, bound, why = _energy("auto", "cpu", TINY, "fp32", 1, (None, reasons), busy, 2,
+                                  "Intel(R) Xeon(R) Processor")
+    assert reading.source == "estimate:time-x-power" and reading.power_watts == 4.0
+    assert bound.source == "model:compute-bound"
+    assert why == reasons
+    measured = EnergyReading(0.5, 0.01, "rapl", {"package-0": 0.5}, 2.0, 60)
+    reading, bound, _ = _energy("auto", "cpu", TINY, "fp32", 1, (measured, []), busy, 2, None)
+    assert reading is measured and bound.source == "model:compute-bound"
+    assert _energy("none", "cpu", TINY, "fp32", 1, (None, []), busy, 2, None)[:2] == (None, None)
+    _, _, why = _energy("model", "cuda", TINY, "fp32", 1, (None, []), busy, 2, None)
+    assert "host CPU only" in why[-1]

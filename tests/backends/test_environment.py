@@ -124,3 +124,53 @@ def test_does_not_import_runtimes():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _cpufreq(root: Path, cpu: int, governor: str, cur: int = 2_400_000) -> None:
+    folder = root / f"cpu{cpu}" / "cpufreq"
+    folder.mkdir(parents=True)
+    (folder / "scaling_governor").write_text(governor + "\n")
+    (folder / "scaling_driver").write_text("intel_pstate\n")
+    (folder / "scaling_cur_freq").write_text(f"{cur}\n")
+    (folder / "scaling_min_freq").write_text("800000\n")
+    (folder / "scaling_max_freq").write_text("3500000\n")
+
+
+def test_dvfs_state_reads_governor_and_frequencies_and_warns_off_performance(tmp_path):
+    from graphopt.backends.cpufreq import dvfs_state, governor_warning
+
+    _cpufreq(tmp_path, 0, "performance")
+    _cpufreq(tmp_path, 1, "powersave", cur=1_200_000)
+    state = dvfs_state([0, 1], root=tmp_path)
+    assert state["status"] == "known" and state["governors"] == ["performance", "powersave"]
+    assert state["cpus"]["1"] == {"governor": "powersave", "driver": "intel_pstate",
+                                  "cur_mhz": 1200.0, "min_mhz": 800.0, "max_mhz": 3500.0}
+    assert "powersave" in governor_warning(state)
+    assert governor_warning(dvfs_state([0], root=tmp_path)) is None
+
+
+def test_dvfs_state_unknown_with_the_reason(tmp_path):
+    from graphopt.backends.cpufreq import dvfs_state, governor_warning
+
+    _cpufreq(tmp_path, 0, "schedutil")
+    state = dvfs_state([0, 1], root=tmp_path)
+    assert state["status"] == "partial"
+    assert state["cpus"]["1"]["governor"] == "unknown"
+    assert "no cpufreq driver" in state["cpus"]["1"]["reason"]
+    none = dvfs_state([3], root=tmp_path)
+    assert none["status"] == "unknown" and "cpu3/cpufreq absent" in none["reason"]
+    assert governor_warning(none) is None
+
+
+def test_environment_records_dvfs_of_the_cores_in_use(monkeypatch, tmp_path):
+    from graphopt.backends import cpufreq
+
+    monkeypatch.setattr(cpufreq, "CPU_ROOT", tmp_path)
+    monkeypatch.setattr(cpufreq, "cpus_in_use", lambda: [0])
+    _cpufreq(tmp_path, 0, "ondemand")
+    env = capture_environment()
+    json.dumps(env)
+    assert env["cpu"]["dvfs"]["cpus"] == {"0": {
+        "governor": "ondemand", "driver": "intel_pstate", "cur_mhz": 2400.0,
+        "min_mhz": 800.0, "max_mhz": 3500.0}}
+    assert "jetson" in env

@@ -56,7 +56,13 @@ def test_bench_several_backends_and_threads(tmp_path, run_cli):
     assert [r["backend"] for r in results] == ["ort-cpu@opt=basic", "ort-cpu"]
     assert [r["settings"]["graph_optimization"] for r in results] == ["basic", "all"]
     assert all(r["settings"]["intra_op_threads"] == 1 for r in results)
-    assert all(r["energy"]["source"] == "model" for r in results)
+    # --energy model is the older name of --energy estimate: no meter, the time x power
+    # estimate as the headline and the compute-bound figure beside it
+    assert all(r["energy"]["source"] == "estimate:time-x-power" for r in results)
+    assert all(r["energy"]["power_watts"] > 0 for r in results)
+    assert all(r["energy"]["compute_bound"]["source"] == "model:compute-bound" for r in results)
+    assert all(r["environment"]["cpu"]["dvfs"]["status"] in ("known", "partial", "unknown")
+               for r in results)
 
 
 PAIRED_FAST = (*BENCH_FAST, "--sessions", "1", "--energy", "none", "--max-seconds", "1")
