@@ -18,10 +18,11 @@ from typing import ClassVar, Literal
 
 import onnx_ir as ir
 
-from graphopt.observe import ActivationTap, Histogram, MinMax
+from graphopt.observe import ActivationTap, ChannelMoments, Histogram, MinMax
 from graphopt.pass_api import GraphPass, register_pass
 from graphopt.passes.fusion.rewrite_utils import forget_names
 from graphopt.passes.opset_upgrade import upgrade_opset
+from graphopt.passes.quantize.bias_correction import correct_bias, input_mean_axis
 from graphopt.passes.quantize.calibrators import DEFAULT_PERCENTILE, calibrate_threshold
 from graphopt.passes.quantize.placement import DEFAULT_OP_TYPES, Placement, plan_placement
 from graphopt.passes.quantize.qdq import (
@@ -57,6 +58,7 @@ class QuantizePass(GraphPass):
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
     keep: tuple[str, ...] = ()
     share_concat: bool = False
+    bias_correction: bool = True
     outputs: bool = True
     readers: Literal["all", "layers"] = "all"
     bins: int = DEFAULT_BINS
@@ -84,13 +86,19 @@ class QuantizePass(GraphPass):
         are left out, with the reason explained."""
         observers = {v.name: [MinMax(), Histogram(self.bins, absolute=True)]
                      for v in placement.tensors}
+        self._means: dict[int, ChannelMoments] = {}
+        if self.bias_correction:
+            for layer in placement.layers:
+                moments = ChannelMoments(axis=input_mean_axis(layer.node))
+                self._means[id(layer.node)] = moments
+                observers[layer.data.name].append(moments)
         with ActivationTap(model, list(observers)) as tap:
             batches = tap.stream(self.context.calibration, observers)
         self.stats["calibration_batches"] = batches
         qtype = QUANT_TYPES[self.activations]
         ranges = {}
         for value in placement.tensors:
-            minmax, histogram = observers[value.name]
+            minmax, histogram = observers[value.name][:2]
             one_sided = not self.symmetric and float(minmax.min) >= 0
             steps = (qtype.qmax - qtype.qmin) / (1 if one_sided else 2)
             threshold = calibrate_threshold(self.calibrator, histogram, steps=steps,
@@ -125,6 +133,10 @@ class QuantizePass(GraphPass):
                 self.stats["layers_float"] += 1
                 absorbed.pop(id(layer.output), None)
                 continue
+            moments = self._means.get(id(layer.node))
+            if moments is not None and moments.mean is not None and correct_bias(
+                    layer.node, layer.weight_axis, moments.mean):
+                self.stats["biases_corrected"] += 1
             scales = quantize_layer_weight(layer.node, layer.weight_axis)
             if quantize_layer_bias(layer.node, data.scale, scales):
                 self.stats["biases_int32"] += 1
