@@ -299,7 +299,7 @@ def benchmark(
     the reading. ``budget`` judges the fidelity instead of the run precision's own budget.
     """
     from graphopt import oracle
-    from graphopt.backends.cpufreq import dvfs_state, governor_warning
+    from graphopt.backends.cpufreq import cpus_in_use, dvfs_state, governor_warning
     from graphopt.backends.environment import capture_environment
     from graphopt.cost import model_cost
     from graphopt.model_io import resolve_model
@@ -384,7 +384,8 @@ def benchmark(
         extra={"backend": str(spec), "precision": precision, "runner_settings": settings,
                "dvfs_during_timing": dvfs}
     )
-    cpus = min(threads or os.cpu_count() or 1, len(dvfs.get("cpus", ())) or os.cpu_count() or 1)
+    in_use = len(cpus_in_use())
+    cpus = min(threads or in_use, in_use)
     reading, bound, fallback = _energy(energy, device, cost, precision, batch_size, measured,
                                        _busy(load_periods, inferences), cpus,
                                        environment["cpu"]["model"])

@@ -128,6 +128,10 @@ class EnergyMeter(abc.ABC):
         """How the meter measures, prefixed to every reading's note."""
         return self.source
 
+    def _breakdown_joules(self) -> dict[str, float]:
+        """Joules of parts inside the counted domains in the last window (none by default)."""
+        return {}
+
     def _too_short(self, domains_j: Mapping[str, float], window: float) -> str | None:
         """Reason the window is too short to trust, or None."""
         if window < self.min_window_seconds:
@@ -224,6 +228,7 @@ class EnergyMeter(abc.ABC):
             window_seconds=window,
             inferences=inferences,
             note=f"{self._method()}; {note}",
+            breakdown={d: j / inferences for d, j in self._breakdown_joules().items()},
         )
 
     def _subtract_baseline(

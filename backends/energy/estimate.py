@@ -9,7 +9,9 @@ inferences, on ``cpus_in_use`` logical CPUs, with ``busy`` CPU-seconds spent by 
     idle   = max(0, cpus_in_use x wall - busy) x P_cpu x idle_share
     energy per inference = (active + idle) / inferences
 
-with ``P_cpu`` and ``idle_share`` from :mod:`graphopt.backends.energy.cpu_power`. It follows
+with ``P_cpu`` and ``idle_share`` from :mod:`graphopt.backends.energy.cpu_power`. "Waiting"
+includes time other processes held our CPUs (then their work is priced at the idle share:
+a contended run's estimate leans low, as its latency leans high). It follows
 what runs: a model that takes twice the CPU time costs twice the energy, whatever its MAC
 precision. It is labelled "not measured", carries the power figure and its origin, and no
 uncertainty (the nominal power is the dominant, unknown error).

@@ -200,12 +200,8 @@ class JetsonMeter(EnergyMeter):
         self._breakdown = {r: j for r, j in joules.items() if r != total}
         return {total: joules[total]}
 
-    def _reading(self, domains_j, window, inferences):
-        reading = super()._reading(domains_j, window, inferences)
-        if reading.joules_per_inference is None:
-            return reading
-        breakdown = {r: j / inferences for r, j in self._breakdown.items()}
-        return dataclasses.replace(reading, breakdown=breakdown)
+    def _breakdown_joules(self) -> dict[str, float]:
+        return dict(self._breakdown)
 
     def _too_short(self, domains_j: Mapping[str, float], window: float) -> str | None:
         reason = super()._too_short(domains_j, window)

@@ -16,7 +16,6 @@ a value; the uncertainty adds one refresh interval of power at each edge).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 from collections.abc import Mapping
@@ -109,12 +108,8 @@ class JtopMeter(EnergyMeter):
         self._breakdown = {r: j for r, j in joules.items() if r != TOTAL}
         return {self.total_name: joules.get(TOTAL, 0.0)}
 
-    def _reading(self, domains_j, window, inferences):
-        reading = super()._reading(domains_j, window, inferences)
-        if reading.joules_per_inference is None:
-            return reading
-        return dataclasses.replace(
-            reading, breakdown={r: j / inferences for r, j in self._breakdown.items()})
+    def _breakdown_joules(self) -> dict[str, float]:
+        return dict(self._breakdown)
 
     def _too_short(self, domains_j: Mapping[str, float], window: float) -> str | None:
         reason = super()._too_short(domains_j, window)
