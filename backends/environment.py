@@ -116,6 +116,9 @@ def capture_environment(extra: Mapping | None = None) -> dict:
     if gpus is None:
         unavailable["gpus"] = gpu_reason
     env["jetson"] = attempt("jetson", jetson_state)
+    if env["jetson"] is None:
+        unavailable.setdefault("jetson", "not a Jetson (no /etc/nv_tegra_release, no nvpmodel"
+                                         " status)")
     env["extra"] = dict(extra) if extra else {}
     env["unavailable"] = unavailable
     return env

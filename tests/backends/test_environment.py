@@ -174,3 +174,5 @@ def test_environment_records_dvfs_of_the_cores_in_use(monkeypatch, tmp_path):
         "governor": "ondemand", "driver": "intel_pstate", "cur_mhz": 2400.0,
         "min_mhz": 800.0, "max_mhz": 3500.0}}
     assert "jetson" in env
+    if env["jetson"] is None:
+        assert "not a Jetson" in env["unavailable"]["jetson"]
