@@ -33,6 +33,7 @@ from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_b
 from graphopt.budget import Budget
 from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
 from graphopt.errors import BackendUnavailableError, GraphoptError
+from graphopt.output_paths import check_output_paths, model_files
 
 __all__ = ["bench"]
 
@@ -212,6 +213,8 @@ def bench(
         raise GraphoptError(f"--contention {contention!r}: expected one of"
                             f" {', '.join(CONTENTION_POLICIES)}")
     fidelity_budget = Budget.parse(budget) if budget else None
+    if not math.isfinite(duration):
+        raise GraphoptError(f"--duration {duration}: expected a finite number of seconds")
     for option, value in (("--ci-target", ci_target), ("--max-seconds", max_seconds)):
         if value <= 0:
             raise GraphoptError(f"{option} must be > 0, got {value:g}")
@@ -220,6 +223,8 @@ def bench(
                                  contention=contention, seed=seed)
     specs = parse_backend_list(backend or [DEFAULT_BACKEND])
     _check_backends(specs)
+    check_output_paths({"--json": json_file},
+                       reads=[path for model in models for path in model_files(model)])
     config = TimingConfig(
         min_iterations=min_iterations, min_seconds=duration,
         warmup_max_seconds=min(_MAX_WARMUP_SECONDS, max(1.0, 2 * duration)),

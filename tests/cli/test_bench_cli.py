@@ -128,7 +128,8 @@ def test_no_paired_opts_out(tmp_path, run_cli):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--ci-target", "0"), ("--max-seconds", "0"), ("--contention", "ignore"), ("--confidence", "1")],
+    [("--ci-target", "0"), ("--max-seconds", "0"), ("--contention", "ignore"),
+     ("--confidence", "1")],
 )
 def test_bad_paired_options_exit_2(run_cli, option, value):
     code, _, err = run_cli("bench", "zoo:tiny_cnn", "zoo:mlp", option, value)
@@ -191,3 +192,14 @@ def test_bench_judges_fidelity_on_the_same_budget_type_as_optimize(tmp_path, run
     assert result["fidelity"]["budget"] == "sqnr>=60" and result["fidelity_ok"] is True
     code, _, err = run_cli("bench", "zoo:tiny_cnn", *BENCH_FAST, "--budget", "sqnr>high")
     assert code == 2 and "is not METRIC>=VALUE" in err
+
+
+def test_bench_refuses_to_write_json_over_the_model_and_an_infinite_duration(tmp_path, run_cli,
+                                                                             tiny_model_path):
+    before = tiny_model_path.read_bytes()
+    code, _, err = run_cli("bench", str(tiny_model_path), "--json", str(tiny_model_path),
+                           *BENCH_FAST)
+    assert code == 2 and "--json" in err and len(err.strip().splitlines()) == 1
+    assert tiny_model_path.read_bytes() == before
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", "--duration", "inf")
+    assert code == 2 and "finite number of seconds" in err
