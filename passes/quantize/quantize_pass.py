@@ -12,10 +12,12 @@ the layers that read it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from typing import ClassVar, Literal
 
+import numpy as np
 import onnx_ir as ir
 
 from graphopt.observe import ActivationTap, ChannelMoments, Histogram, MinMax
@@ -24,6 +26,7 @@ from graphopt.passes.fusion.rewrite_utils import forget_names
 from graphopt.passes.opset_upgrade import upgrade_opset
 from graphopt.passes.quantize.bias_correction import correct_bias, input_mean_axis
 from graphopt.passes.quantize.calibrators import DEFAULT_PERCENTILE, calibrate_threshold
+from graphopt.passes.quantize.mixed import search_float_layers
 from graphopt.passes.quantize.placement import DEFAULT_OP_TYPES, Placement, plan_placement
 from graphopt.passes.quantize.qdq import (
     insert_qdq,
@@ -59,6 +62,7 @@ class QuantizePass(GraphPass):
     keep: tuple[str, ...] = ()
     share_concat: bool = False
     bias_correction: bool = True
+    mixed: bool = True
     outputs: bool = True
     readers: Literal["all", "layers"] = "all"
     bins: int = DEFAULT_BINS
@@ -70,28 +74,33 @@ class QuantizePass(GraphPass):
             upgrade_opset(model, UPGRADE_OPSET)
             self.stats["opset_upgraded_to"] = UPGRADE_OPSET
             modified = True
-        placement = plan_placement(model, op_types=self.op_types,
-                                   asymmetric=not self.symmetric, keep=frozenset(self.keep),
-                                   share_concat=self.share_concat, outputs=self.outputs)
+        placement = self._place(model)
         for reason in placement.declined:
             self.explain(f"quantize: {reason}")
         if not placement.layers:
             return ir.passes.PassResult(model, modified=modified)
-        params = self._calibrate(model, placement)
-        self._rewrite(model, placement, params)
+        calibration = self._calibrate(model, placement)
+        float_layers: set[int] = set()
+        if self.mixed and self.context.budget:
+            float_layers = self._search_float_layers(model, placement, calibration)
+        self._rewrite(model, placement, calibration, float_layers, record=True)
         return ir.passes.PassResult(model, modified=True)
 
-    def _calibrate(self, model: ir.Model, placement: Placement) -> dict[int, ActivationParams]:
-        """Parameters per quantized tensor (by value id); tensors that do not survive the type
-        are left out, with the reason explained."""
+    def _place(self, model: ir.Model) -> Placement:
+        return plan_placement(model, op_types=self.op_types, asymmetric=not self.symmetric,
+                              keep=frozenset(self.keep), share_concat=self.share_concat,
+                              outputs=self.outputs)
+
+    def _calibrate(self, model: ir.Model, placement: Placement) -> Calibration:
+        """Parameters per quantized tensor name and input means per layer; tensors that do
+        not survive the type are left out, with the reason explained."""
         observers = {v.name: [MinMax(), Histogram(self.bins, absolute=True)]
                      for v in placement.tensors}
-        self._means: dict[int, ChannelMoments] = {}
+        moments: dict[int, ChannelMoments] = {}
         if self.bias_correction:
-            for layer in placement.layers:
-                moments = ChannelMoments(axis=input_mean_axis(layer.node))
-                self._means[id(layer.node)] = moments
-                observers[layer.data.name].append(moments)
+            for index, layer in enumerate(placement.layers):
+                moments[index] = ChannelMoments(axis=input_mean_axis(layer.node))
+                observers[layer.data.name].append(moments[index])
         with ActivationTap(model, list(observers)) as tap:
             batches = tap.stream(self.context.calibration, observers)
         self.stats["calibration_batches"] = batches
@@ -103,12 +112,12 @@ class QuantizePass(GraphPass):
             steps = (qtype.qmax - qtype.qmin) / (1 if one_sided else 2)
             threshold = calibrate_threshold(self.calibrator, histogram, steps=steps,
                                             percentile=self.percentile)
-            ranges[id(value)] = (max(float(minmax.min), -threshold),
-                                 min(float(minmax.max), threshold))
-        params: dict[int, ActivationParams] = {}
+            ranges[value.name] = (max(float(minmax.min), -threshold),
+                                  min(float(minmax.max), threshold))
+        params: dict[str, ActivationParams] = {}
         for group in placement.groups:
-            low = min(ranges[id(v)][0] for v in group)
-            high = max(ranges[id(v)][1] for v in group)
+            low = min(ranges[v.name][0] for v in group)
+            high = max(ranges[v.name][1] for v in group)
             shared = activation_params(low, high, qtype, symmetric=self.symmetric)
             reason = _does_not_survive(shared, group, observers)
             if reason is not None:
@@ -116,43 +125,86 @@ class QuantizePass(GraphPass):
                     self.explain(f"quantize: tensor {value.name!r} stays float: {reason}")
                 continue
             for value in group:
-                params[id(value)] = shared
-        return params
+                params[value.name] = shared
+        means = {index: m.mean for index, m in moments.items() if m.mean is not None}
+        return Calibration(params, means, [[v.name for v in g] for g in placement.groups])
 
-    def _rewrite(self, model: ir.Model, placement: Placement,
-                 params: dict[int, ActivationParams]) -> None:
+    def _search_float_layers(self, model: ir.Model, placement: Placement,
+                             calibration: Calibration) -> set[int]:
+        """The fewest layers to keep float for the run's budget (see :mod:`.mixed`)."""
+        snapshot = ir.to_proto(model)
+
+        def quantized_except(float_layers: set[int]) -> ir.Model:
+            trial = ir.from_proto(snapshot)
+            self._rewrite(trial, self._place(trial), calibration, float_layers, record=False)
+            return trial
+
+        names = [layer.node.name or f"{layer.node.op_type}#{i}"
+                 for i, layer in enumerate(placement.layers)]
+        search = search_float_layers(model, quantized_except, names, self.context.calibration,
+                                     self.context.budget)
+        for line in search.explanations:
+            self.explain(f"quantize: {line}")
+        self.stats["layers_kept_float_for_budget"] = len(search.float_layers)
+        self.stats["mixed_precision_trials"] = search.trials
+        return search.float_layers
+
+    def _rewrite(self, model: ir.Model, placement: Placement, calibration: Calibration,
+                 float_layers: set[int], *, record: bool) -> None:
         graph = model.graph
-        absorbed = {id(layer.output): layer.relu for layer in placement.layers
-                    if layer.relu is not None}
-        for layer in placement.layers:
-            data = params.get(id(layer.data))
-            output_float = self.outputs and id(layer.output) not in params
-            if data is None or (output_float and not layer.output.is_graph_output()):
-                self.explain(f"quantize: {layer.node.name or layer.node.op_type} stays float:"
-                             " its input or output tensor stays float")
-                self.stats["layers_float"] += 1
-                absorbed.pop(id(layer.output), None)
+        params = calibration.params
+        stats = self.stats if record else collections.Counter()
+        explain = self.explain if record else (lambda _line: None)
+        quantized: list = []
+        for index, layer in enumerate(placement.layers):
+            data = params.get(layer.data.name)
+            output_float = self.outputs and layer.output.name not in params
+            if index in float_layers:
+                stats["layers_float"] += 1
                 continue
-            moments = self._means.get(id(layer.node))
-            if moments is not None and moments.mean is not None and correct_bias(
-                    layer.node, layer.weight_axis, moments.mean):
-                self.stats["biases_corrected"] += 1
+            if data is None or (output_float and not layer.output.is_graph_output()):
+                explain(f"quantize: {layer.node.name or layer.node.op_type} stays float:"
+                        " its input or output tensor stays float")
+                stats["layers_float"] += 1
+                continue
+            mean = calibration.means.get(index)
+            if mean is not None and correct_bias(layer.node, layer.weight_axis, mean):
+                stats["biases_corrected"] += 1
             scales = quantize_layer_weight(layer.node, layer.weight_axis)
             if quantize_layer_bias(layer.node, data.scale, scales):
-                self.stats["biases_int32"] += 1
-            self.stats["layers_quantized"] += 1
-        layer_nodes = {id(layer.node) for layer in placement.layers}
+                stats["biases_int32"] += 1
+            stats["layers_quantized"] += 1
+            quantized.append(layer)
+        # Q/DQ on the tensors of quantized layers, and on whatever shares their parameters.
+        wanted = {layer.data.name for layer in quantized}
+        wanted |= {layer.output.name for layer in quantized if self.outputs}
+        for group in calibration.groups:
+            if wanted.intersection(group):
+                wanted.update(group)
+        absorbed = {layer.output.name: layer.relu for layer in quantized
+                    if layer.relu is not None and layer.output.name in wanted}
+        layer_nodes = {id(layer.node) for layer in quantized}
         for value in placement.tensors:
-            if id(value) not in params:
+            if value.name not in params or value.name not in wanted:
                 continue
-            relu = absorbed.get(id(value))
+            relu = absorbed.get(value.name)
             source = relu.inputs[0] if relu is not None else None
             only = None if self.readers == "all" else layer_nodes
-            insert_qdq(graph, value, params[id(value)], source=source, only=only)
-            self.stats["tensors_quantized"] += 1
+            insert_qdq(graph, value, params[value.name], source=source, only=only)
+            stats["tensors_quantized"] += 1
             if relu is not None:
                 remove_absorbed_relu(relu)
-                self.stats["relus_absorbed"] += 1
+                stats["relus_absorbed"] += 1
+
+
+@dataclasses.dataclass
+class Calibration:
+    """What calibration found, keyed by tensor name and layer index (so that it applies to a
+    copy of the model too)."""
+
+    params: dict[str, ActivationParams]
+    means: dict[int, np.ndarray]
+    groups: list[list[str]]
 
 
 def _does_not_survive(params: ActivationParams, group, observers) -> str | None:

@@ -220,3 +220,34 @@ def test_bias_correction_on_squeezenet_gains_more_than_5_db():
             model, context=PassContext(calibration=RandomData(model, batches=8, seed=1)))
         results.append(report.fidelity.sqnr_db)
     assert results[0] > results[1] + 5, results
+
+
+def _digits_int8(budget: str | None):
+    from graphopt.calibration import open_data, split_holdout
+    from graphopt.evaluate import Evaluator
+
+    model = resolve_model("zoo:digits")
+    calibration, held_out = split_holdout(open_data("zoo:digits", model))
+    context = PassContext(calibration=calibration,
+                          evaluator=Evaluator(open_data("zoo:digits:test", model)))
+    return Pipeline.from_preset("int8").run(model, inputs=held_out, context=context,
+                                            budget=budget)
+
+
+def test_int8_digits_keeps_its_accuracy():
+    report = _digits_int8(None)
+    assert report.accuracy_before - report.accuracy_after <= 0.5
+    stats = report.passes[-1].stats
+    assert stats["layers_quantized"] == 11 and "mixed_precision_trials" not in stats
+
+
+def test_mixed_precision_keeps_the_most_sensitive_layers_float_for_the_budget():
+    full = _digits_int8(None).fidelity.sqnr_db
+    target = round(full + 4)
+    report = _digits_int8(f"sqnr>={target}")
+    record = report.passes[-1]
+    assert record.judgement.ok and report.fidelity.sqnr_db >= target
+    kept = record.stats["layers_kept_float_for_budget"]
+    assert 0 < kept < 11 and record.stats["layers_quantized"] == 11 - kept
+    lines = [e for e in record.explanations if "kept float for the budget" in e]
+    assert len(lines) == kept and all("quantized alone it leaves" in e for e in lines)

@@ -1,0 +1,122 @@
+"""Accuracy-aware mixed precision: keep the fewest, most sensitive layers float for a budget.
+
+1. The fully quantized model is tried first; if it keeps the run's budget, nothing stays float.
+2. Sensitivity: each layer is quantized alone (every other layer float) and the output SQNR
+   on the calibration data is measured; the lower it is, the more the layer costs.
+3. The layers are kept float in order of cost, the smallest such prefix that keeps the budget
+   found by bisection (about log2(layers) more trials).
+
+Trials run on calibration data, never on the data the pipeline verifies on: the budget's
+output terms (``sqnr``, ``cosine``, ``top1``, ``max_rel``) against the float model's outputs,
+and ``accuracy_drop`` on the calibration labels when the calibration data has them (otherwise
+that term is left to the pipeline's own judgement and the explanation says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from graphopt import oracle
+from graphopt.budget import Budget, Judgement
+from graphopt.verify import compare_outputs
+
+__all__ = ["MixedSearch", "search_float_layers", "MAX_TRIAL_BATCHES"]
+
+MAX_TRIAL_BATCHES = 32
+"""Calibration batches each trial runs (the search never needs every sample)."""
+
+
+@dataclasses.dataclass
+class MixedSearch:
+    float_layers: set[int]
+    trials: int
+    explanations: list[str]
+
+
+class _Trials:
+    """Runs candidate models on fixed calibration batches and judges them on the budget."""
+
+    def __init__(self, model: ir.Model, data: Iterable[Mapping[str, np.ndarray]],
+                 labels: np.ndarray | None, budget: Budget) -> None:
+        self.feeds = []
+        for index, feed in enumerate(data):
+            if index >= MAX_TRIAL_BATCHES:
+                break
+            self.feeds.append(dict(feed))
+        self.budget = budget
+        self.reference = self._outputs(model)
+        self.labels = None
+        if labels is not None and budget.term("accuracy_drop") is not None:
+            count = sum(len(next(iter(f.values()))) for f in self.feeds)
+            self.labels = np.asarray(labels)[:count]
+            self.reference_accuracy = self._accuracy(self.reference)
+        self.count = 0
+
+    def _outputs(self, model: ir.Model) -> dict[str, np.ndarray]:
+        session = oracle.make_session(model)
+        runs = [oracle.run_model(session, feed) for feed in self.feeds]
+        return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
+
+    def _accuracy(self, outputs: Mapping[str, np.ndarray]) -> float:
+        scores = next(iter(outputs.values()))
+        predicted = scores.reshape(scores.shape[0], -1).argmax(axis=1)
+        return 100.0 * float(np.mean(predicted == self.labels))
+
+    def judge(self, model: ir.Model) -> tuple[Judgement, float]:
+        """(judgement on the budget, output SQNR) of a candidate."""
+        self.count += 1
+        outputs = self._outputs(model)
+        fidelity = compare_outputs(self.reference, outputs)
+        drop = None
+        if self.labels is not None:
+            drop = self.reference_accuracy - self._accuracy(outputs)
+        judgement = self.budget.judge(fidelity, accuracy_drop=drop)
+        return judgement, fidelity.sqnr_db
+
+
+def search_float_layers(model: ir.Model, quantized_except: Callable[[set[int]], ir.Model],
+                        names: Sequence[str], data, budget: Budget) -> MixedSearch:
+    """Which layers (indices into ``names``) to keep float so that the budget holds."""
+    trials = _Trials(model, data, getattr(data, "labels", None), budget)
+    explanations = []
+    if budget.term("accuracy_drop") is not None and trials.labels is None:
+        explanations.append("mixed precision: the calibration data has no labels, so"
+                            " accuracy_drop is judged by the pipeline only")
+    everything = set(range(len(names)))
+    judged, sqnr = trials.judge(quantized_except(set()))
+    if judged.ok:
+        return MixedSearch(set(), trials.count, explanations)
+    costs = []
+    for index in range(len(names)):
+        _, alone = trials.judge(quantized_except(everything - {index}))
+        costs.append((alone, index))
+    costs.sort()
+    order = [index for _, index in costs]
+    low, high = 1, len(order)  # the smallest prefix that keeps the budget is in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        ok, _ = trials.judge(quantized_except(set(order[:middle])))
+        if ok.ok:
+            high = middle
+        else:
+            low = middle + 1
+    kept = set(order[:low])
+    final, final_sqnr = trials.judge(quantized_except(kept))
+    by_index = dict((index, alone) for alone, index in costs)
+    for index in order[:low]:
+        alone = by_index[index]
+        cost = "inf" if math.isinf(alone) else f"{alone:.1f} dB"
+        explanations.append(f"{names[index]} kept float for the budget {budget}: quantized"
+                            f" alone it leaves {cost} of output SQNR")
+    if not final.ok:
+        explanations.append(f"mixed precision: even with {len(kept)} layers float the budget"
+                            f" does not hold on calibration data ({'; '.join(final.failures)})")
+    explanations.append(f"mixed precision: fully quantized {sqnr:.1f} dB, with {len(kept)} of"
+                        f" {len(names)} layers float {final_sqnr:.1f} dB on calibration data,"
+                        f" {trials.count} trials")
+    return MixedSearch(kept, trials.count, explanations)
