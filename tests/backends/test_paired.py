@@ -370,3 +370,12 @@ def test_arm_names_must_be_unique():
         _run(machine, [machine.arm("a", lambda i, t: MS), machine.arm("a", lambda i, t: MS)])
     with pytest.raises(ValueError, match="no arms"):
         _run(machine, [])
+
+
+def test_paired_runners_do_not_spin_while_another_runs():
+    from graphopt.backends.comparison import idle_quietly
+    from graphopt.backends.registry import parse_backend
+
+    assert str(idle_quietly(parse_backend("ort-cpu@threads=2"))) == "ort-cpu@threads=2,spin=false"
+    assert str(idle_quietly(parse_backend("ort-cpu@spin=true"))) == "ort-cpu@spin=true"
+    assert str(idle_quietly(parse_backend("openvino-cpu:f32"))) == "openvino-cpu:f32"
