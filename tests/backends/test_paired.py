@@ -378,4 +378,4 @@ def test_paired_runners_do_not_spin_while_another_runs():
 
     assert str(idle_quietly(parse_backend("ort-cpu@threads=2"))) == "ort-cpu@threads=2,spin=false"
     assert str(idle_quietly(parse_backend("ort-cpu@spin=true"))) == "ort-cpu@spin=true"
-    assert str(idle_quietly(parse_backend("openvino-cpu:f32"))) == "openvino-cpu:f32"
+    assert str(idle_quietly(parse_backend("openvino-cpu:f32"))) == "openvino-cpu:fp32"
