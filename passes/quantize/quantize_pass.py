@@ -26,6 +26,7 @@ from graphopt.passes.fusion.rewrite_utils import forget_names
 from graphopt.passes.opset_upgrade import upgrade_opset
 from graphopt.passes.quantize.bias_correction import correct_bias, input_mean_axis
 from graphopt.passes.quantize.calibrators import DEFAULT_PERCENTILE, calibrate_threshold
+from graphopt.passes.quantize.latency_guard import choose_by_latency
 from graphopt.passes.quantize.mixed import search_float_layers
 from graphopt.passes.quantize.placement import DEFAULT_OP_TYPES, Placement, plan_placement
 from graphopt.passes.quantize.qdq import (
@@ -63,6 +64,7 @@ class QuantizePass(GraphPass):
     share_concat: bool = False
     bias_correction: bool = True
     mixed: bool = True
+    latency_aware: bool = True
     outputs: bool = True
     readers: Literal["all", "layers"] = "all"
     bins: int = DEFAULT_BINS
@@ -83,6 +85,12 @@ class QuantizePass(GraphPass):
         float_layers: set[int] = set()
         if self.mixed and self.context.budget:
             float_layers = self._search_float_layers(model, placement, calibration)
+        if self.latency_aware and self.context.latency is not None:
+            float_layers = self._keep_float_where_slower(model, placement, calibration,
+                                                         float_layers)
+        if len(float_layers) == len(placement.layers):
+            self.stats["layers_float"] = len(placement.layers)
+            return ir.passes.PassResult(model, modified=modified)
         self._rewrite(model, placement, calibration, float_layers, record=True)
         return ir.passes.PassResult(model, modified=True)
 
@@ -129,15 +137,32 @@ class QuantizePass(GraphPass):
         means = {index: m.mean for index, m in moments.items() if m.mean is not None}
         return Calibration(params, means, [[v.name for v in g] for g in placement.groups])
 
-    def _search_float_layers(self, model: ir.Model, placement: Placement,
-                             calibration: Calibration) -> set[int]:
-        """The fewest layers to keep float for the run's budget (see :mod:`.mixed`)."""
+    def _trials(self, model: ir.Model, calibration: Calibration):
+        """A function building the quantized copy of ``model`` with some layers float."""
         snapshot = ir.to_proto(model)
 
         def quantized_except(float_layers: set[int]) -> ir.Model:
             trial = ir.from_proto(snapshot)
             self._rewrite(trial, self._place(trial), calibration, float_layers, record=False)
             return trial
+
+        return quantized_except
+
+    def _keep_float_where_slower(self, model: ir.Model, placement: Placement,
+                                 calibration: Calibration, float_layers: set[int]) -> set[int]:
+        """Never slower than float on the target (see :mod:`.latency_guard`)."""
+        choice = choose_by_latency(self.context.latency, model,
+                                   self._trials(model, calibration),
+                                   [layer.node for layer in placement.layers], float_layers)
+        for line in choice.explanations:
+            self.explain(f"quantize: {line}")
+        self.stats["layers_kept_float_for_latency"] = len(choice.float_layers - float_layers)
+        return choice.float_layers
+
+    def _search_float_layers(self, model: ir.Model, placement: Placement,
+                             calibration: Calibration) -> set[int]:
+        """The fewest layers to keep float for the run's budget (see :mod:`.mixed`)."""
+        quantized_except = self._trials(model, calibration)
 
         names = [layer.node.name or f"{layer.node.op_type}#{i}"
                  for i, layer in enumerate(placement.layers)]

@@ -251,3 +251,61 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_float_for_the_budget():
     assert 0 < kept < 11 and record.stats["layers_quantized"] == 11 - kept
     lines = [e for e in record.explanations if "kept float for the budget" in e]
     assert len(lines) == kept and all("quantized alone it leaves" in e for e in lines)
+
+
+class _FakeProbe:
+    """A latency probe whose verdict depends on what the candidate quantized."""
+
+    target = "fake-cpu"
+
+    def __init__(self, faster_when) -> None:
+        self.faster_when = faster_when
+        self.calls = 0
+
+    def measure(self, model):  # pragma: no cover - not used by the pass
+        raise AssertionError("compare only")
+
+    def compare(self, baseline, candidate):
+        from graphopt.latency import LatencyComparison, LatencyEstimate
+
+        self.calls += 1
+        faster = self.faster_when(candidate)
+        low, high = (1.1, 1.3) if faster else (0.7, 0.9)
+        estimate = LatencyEstimate("fake-cpu", 1.0, 0.9, 1.1, 30, "fake")
+        return LatencyComparison("fake-cpu", (low + high) / 2, low, high, 0.95, estimate,
+                                 estimate, "ci_target", "fake")
+
+
+def _grouped_conv_quantized(model) -> bool:
+    for node in model.graph:
+        if node.op_type == "Conv" and node.attributes.get_int("group", 1) > 1:
+            producer = node.inputs[1].producer()
+            if producer is not None and producer.op_type == "DequantizeLinear":
+                return True
+    return False
+
+
+def test_never_slower_than_float_on_the_target():
+    model = resolve_model("zoo:mbv2_block")
+    probe = _FakeProbe(lambda candidate: False)  # int8 is never faster here
+    graph_pass = QuantizePass()
+    graph_pass.with_context(PassContext(calibration=RandomData(model, batches=4, seed=1),
+                                        latency=probe))
+    before = _ops(model)
+    result = graph_pass(model)
+    assert not result.modified and _ops(model) == before and probe.calls == 2
+    assert any("every layer stays float" in e for e in graph_pass.explanations)
+
+
+def test_grouped_convolutions_stay_float_when_that_is_what_pays():
+    model = resolve_model("zoo:mbv2_block")
+    probe = _FakeProbe(lambda candidate: not _grouped_conv_quantized(candidate))
+    graph_pass = QuantizePass()
+    graph_pass.with_context(PassContext(calibration=RandomData(model, batches=4, seed=1),
+                                        latency=probe))
+    graph_pass(model)
+    assert probe.calls == 2 and not _grouped_conv_quantized(model)
+    assert graph_pass.stats["layers_kept_float_for_latency"] >= 1
+    assert graph_pass.stats["layers_quantized"] >= 1
+    assert any("grouped convolutions float" in e and "faster" in e
+               for e in graph_pass.explanations)
