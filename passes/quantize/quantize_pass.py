@@ -206,8 +206,10 @@ class QuantizePass(GraphPass):
         for group in calibration.groups:
             if wanted.intersection(group):
                 wanted.update(group)
+        # A ReLU can only go when every reader reads the Q/DQ copy (readers="all").
         absorbed = {layer.output.name: layer.relu for layer in quantized
-                    if layer.relu is not None and layer.output.name in wanted}
+                    if layer.relu is not None and layer.output.name in wanted
+                    and self.readers == "all"}
         layer_nodes = {id(layer.node) for layer in quantized}
         for value in placement.tensors:
             if value.name not in params or value.name not in wanted:

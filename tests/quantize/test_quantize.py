@@ -309,3 +309,12 @@ def test_grouped_convolutions_stay_float_when_that_is_what_pays():
     assert graph_pass.stats["layers_quantized"] >= 1
     assert any("grouped convolutions float" in e and "faster" in e
                for e in graph_pass.explanations)
+
+
+def test_only_layers_read_the_quantized_copy_with_readers_layers():
+    model = _net()
+    graph_pass = _quantize(model, readers="layers")
+    assert _ops(model)["Relu"] == 1 and graph_pass.stats["relus_absorbed"] == 0
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    pool = next(n for n in model.graph if n.op_type == "MaxPool")
+    assert pool.inputs[0].producer().op_type == "Relu"  # not a layer: reads the float tensor
