@@ -100,6 +100,7 @@ class PassRecord:
             "weight_bytes_before": self.before.weight_bytes,
             "weight_bytes_after": self.after.weight_bytes,
             "stats": dict(self.stats),
+            "explanations": list(self.explanations),
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
             "step_fidelity": self.step_fidelity.to_dict() if self.step_fidelity else None,
             "accuracy": self.accuracy,

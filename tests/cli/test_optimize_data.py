@@ -139,3 +139,14 @@ def test_broken_budget_names_the_pass_and_writes_nothing(tmp_path, run_cli):
     assert "pass 'convert_float' breaks the budget: sqnr" in line and "sqnr>=200" in line
     assert not out.exists() and not report.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_carries_what_each_pass_explained(tmp_path, run_cli):
+    code, stdout, err = run_cli("optimize", "zoo:digits", "--preset", "int8", "--calib",
+                                "zoo:digits", "--budget", "sqnr>=45", "-o",
+                                str(tmp_path / "d.onnx"), "--json")
+    assert code == 0, err
+    quantize = json.loads(stdout)["passes"][-1]
+    assert quantize["name"] == "quantize"
+    kept = [e for e in quantize["explanations"] if "kept float for the budget" in e]
+    assert len(kept) == quantize["stats"]["layers_kept_float_for_budget"] > 0
