@@ -22,3 +22,8 @@ register_preset(
     "int8", "cleanup,fuse,quantize",
     "lossless, then int8 QDQ (per-channel weights, calibrated uint8 activations; give --calib)",
 )
+register_preset(
+    "int8-weights", "cleanup,fuse,quantize_weights",
+    "lossless, then int8 weights behind DequantizeLinear with float compute (a quarter of the"
+    " weight bytes, no calibration)",
+)

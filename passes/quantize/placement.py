@@ -23,7 +23,8 @@ import dataclasses
 
 import onnx_ir as ir
 
-__all__ = ["SHARING_OPS", "DEFAULT_OP_TYPES", "QuantLayer", "Placement", "plan_placement"]
+__all__ = ["SHARING_OPS", "DEFAULT_OP_TYPES", "QuantLayer", "Placement", "plan_placement",
+           "weight_axis"]
 
 DEFAULT_OP_TYPES = ("Conv", "Gemm", "MatMul")
 SHARING_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"})
@@ -52,7 +53,7 @@ def _constant(value: ir.Value | None) -> bool:
     return value is not None and value.const_value is not None
 
 
-def _weight_axis(node: ir.Node) -> int | str:
+def weight_axis(node: ir.Node) -> int | str:
     """The output-channel axis of the node's weight, or why the node is not quantized."""
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     if not _constant(weight):
@@ -96,7 +97,7 @@ def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bo
         if label in keep or node.op_type in keep:
             declined.append(f"{label}: kept float (keep=...)")
             continue
-        axis = _weight_axis(node)
+        axis = weight_axis(node)
         if isinstance(axis, str):
             declined.append(f"{label}: stays float, {axis}")
             continue

@@ -1,0 +1,54 @@
+"""quantize_weights: int8 weights behind DequantizeLinear, float activations."""
+
+from __future__ import annotations
+
+import collections
+
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from graphopt.cost import model_cost
+from graphopt.model_io import resolve_model
+from graphopt.passes.quantize.weights_only import QuantizeWeightsPass
+from graphopt.pipeline import Pipeline
+
+
+def _ops(model) -> collections.Counter:
+    return collections.Counter(node.op_type for node in model.graph)
+
+
+def test_mlp_weights_shrink_fourfold_and_compute_stays_float():
+    model = resolve_model("zoo:mlp")
+    before = model_cost(model).weight_bytes
+    report = Pipeline.from_preset("int8-weights").run(model)
+    record = report.passes[-1]
+    assert record.name == "quantize_weights" and not record.lossless
+    assert record.stats["weights_quantized"] == 3
+    ops = _ops(model)
+    assert ops["QuantizeLinear"] == 0 and ops["DequantizeLinear"] == 3
+    assert report.output_cost.weight_bytes < 0.3 * before
+    assert report.fidelity.sqnr_db > 30, report.fidelity.summary()
+    assert report.output_cost.weight_bytes_by_dtype["int8"] > 0
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    ort.InferenceSession(ir.to_proto(model).SerializeToString(),
+                         providers=["CPUExecutionProvider"])  # all optimizations on
+
+
+def test_kept_op_types_stay_float():
+    model = resolve_model("zoo:mlp")
+    graph_pass = QuantizeWeightsPass(keep=("Gemm",))
+    graph_pass(model)
+    assert graph_pass.stats["weights_quantized"] == 3 - _ops(model)["Gemm"]
+    assert any("kept float" in line for line in graph_pass.explanations)
+
+
+def test_small_weights_stay_float_and_old_opsets_are_upgraded():
+    model = resolve_model("zoo:squeezenet")
+    assert model.opset_imports[""] == 9
+    graph_pass = QuantizeWeightsPass(min_elements=10_000)
+    graph_pass(model)
+    assert model.opset_imports[""] == 17
+    assert graph_pass.stats["weights_too_small"] > 0
+    quantized = graph_pass.stats["weights_quantized"]
+    assert 0 < quantized < 26 and _ops(model)["DequantizeLinear"] == quantized
