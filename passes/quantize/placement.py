@@ -24,7 +24,7 @@ import dataclasses
 import onnx_ir as ir
 
 __all__ = ["SHARING_OPS", "DEFAULT_OP_TYPES", "QuantLayer", "Placement", "plan_placement",
-           "weight_axis"]
+           "weight_axis", "weighted_layers"]
 
 DEFAULT_OP_TYPES = ("Conv", "Gemm", "MatMul")
 SHARING_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"})
@@ -84,11 +84,11 @@ def _absorbable_relu(output: ir.Value, asymmetric: bool) -> ir.Node | None:
     return None
 
 
-def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bool = True,
-                   keep: frozenset[str] = frozenset(), share_concat: bool = False,
-                   outputs: bool = True) -> Placement:
-    """The layers and tensors to quantize (see the module docstring); ``keep`` names nodes or
-    op types that stay float."""
+def weighted_layers(model: ir.Model, *, op_types=DEFAULT_OP_TYPES,
+                    keep: frozenset[str] = frozenset()) -> tuple[list[tuple[ir.Node, int]],
+                                                                 list[str]]:
+    """``(node, weight axis)`` of every layer of ``op_types`` with a constant weight, and why
+    the others were declined; ``keep`` names nodes or op types that stay float."""
     layers, declined = [], []
     for node in model.graph:
         if node.op_type not in op_types or node.domain not in ("", "ai.onnx"):
@@ -101,6 +101,18 @@ def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bo
         if isinstance(axis, str):
             declined.append(f"{label}: stays float, {axis}")
             continue
+        layers.append((node, axis))
+    return layers, declined
+
+
+def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bool = True,
+                   keep: frozenset[str] = frozenset(), share_concat: bool = False,
+                   outputs: bool = True) -> Placement:
+    """The layers and tensors to quantize (see the module docstring); ``keep`` names nodes or
+    op types that stay float."""
+    candidates, declined = weighted_layers(model, op_types=op_types, keep=keep)
+    layers = []
+    for node, axis in candidates:
         relu = _absorbable_relu(node.outputs[0], asymmetric)
         output = relu.outputs[0] if relu is not None else node.outputs[0]
         layers.append(QuantLayer(node, axis, node.inputs[0], output, relu))

@@ -14,9 +14,24 @@ from graphopt.passes.fusion.rewrite_utils import (
     drop_unused_initializer,
     unique_name,
 )
+from graphopt.passes.opset_upgrade import upgrade_opset
 from graphopt.passes.quantize.qparams import ActivationParams, quantize_bias, quantize_weight
 
-__all__ = ["insert_qdq", "quantize_layer_weight", "quantize_layer_bias", "remove_absorbed_relu"]
+__all__ = ["MIN_QDQ_OPSET", "UPGRADE_OPSET", "ensure_qdq_opset", "insert_qdq",
+           "quantize_layer_weight", "quantize_layer_bias", "remove_absorbed_relu"]
+
+MIN_QDQ_OPSET = 13
+"""Per-channel DequantizeLinear (``axis``) needs opset 13."""
+UPGRADE_OPSET = 17
+
+
+def ensure_qdq_opset(model: ir.Model) -> bool:
+    """Raise the opset to :data:`UPGRADE_OPSET` when it is below :data:`MIN_QDQ_OPSET`;
+    True when it did."""
+    if model.opset_imports.get("", 1) >= MIN_QDQ_OPSET:
+        return False
+    upgrade_opset(model, UPGRADE_OPSET)
+    return True
 
 
 def _name(value: ir.Value, suffix: str) -> str:

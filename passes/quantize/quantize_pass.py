@@ -23,13 +23,14 @@ import onnx_ir as ir
 from graphopt.observe import ActivationTap, ChannelMoments, Histogram, MinMax
 from graphopt.pass_api import GraphPass, register_pass
 from graphopt.passes.fusion.rewrite_utils import forget_names
-from graphopt.passes.opset_upgrade import upgrade_opset
 from graphopt.passes.quantize.bias_correction import correct_bias, input_mean_axis
 from graphopt.passes.quantize.calibrators import DEFAULT_PERCENTILE, calibrate_threshold
 from graphopt.passes.quantize.latency_guard import choose_by_latency
 from graphopt.passes.quantize.mixed import search_float_layers
 from graphopt.passes.quantize.placement import DEFAULT_OP_TYPES, Placement, plan_placement
 from graphopt.passes.quantize.qdq import (
+    UPGRADE_OPSET,
+    ensure_qdq_opset,
     insert_qdq,
     quantize_layer_bias,
     quantize_layer_weight,
@@ -37,12 +38,10 @@ from graphopt.passes.quantize.qdq import (
 )
 from graphopt.passes.quantize.qparams import QUANT_TYPES, ActivationParams, activation_params
 
-__all__ = ["QuantizePass", "MIN_QDQ_OPSET", "UPGRADE_OPSET"]
+__all__ = ["QuantizePass"]
 
 logger = logging.getLogger(__name__)
 
-MIN_QDQ_OPSET = 13
-UPGRADE_OPSET = 17
 DEFAULT_BINS = 2048
 
 
@@ -71,11 +70,9 @@ class QuantizePass(GraphPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         forget_names(model.graph)
-        modified = False
-        if model.opset_imports.get("", 1) < MIN_QDQ_OPSET:
-            upgrade_opset(model, UPGRADE_OPSET)
+        modified = ensure_qdq_opset(model)
+        if modified:
             self.stats["opset_upgraded_to"] = UPGRADE_OPSET
-            modified = True
         placement = self._place(model)
         for reason in placement.declined:
             self.explain(f"quantize: {reason}")

@@ -17,15 +17,12 @@ import onnx_ir as ir
 
 from graphopt.pass_api import GraphPass, register_pass
 from graphopt.passes.fusion.rewrite_utils import forget_names
-from graphopt.passes.opset_upgrade import upgrade_opset
-from graphopt.passes.quantize.placement import DEFAULT_OP_TYPES, weight_axis
-from graphopt.passes.quantize.qdq import quantize_layer_weight
+from graphopt.passes.quantize.placement import DEFAULT_OP_TYPES, weighted_layers
+from graphopt.passes.quantize.qdq import UPGRADE_OPSET, ensure_qdq_opset, quantize_layer_weight
 
 __all__ = ["QuantizeWeightsPass", "DEFAULT_MIN_ELEMENTS"]
 
 DEFAULT_MIN_ELEMENTS = 1024
-_MIN_OPSET = 13
-_UPGRADE_OPSET = 17
 
 
 @register_pass("quantize_weights")
@@ -42,22 +39,14 @@ class QuantizeWeightsPass(GraphPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         forget_names(model.graph)
-        modified = False
-        if model.opset_imports.get("", 1) < _MIN_OPSET:
-            upgrade_opset(model, _UPGRADE_OPSET)
-            self.stats["opset_upgraded_to"] = _UPGRADE_OPSET
-            modified = True
-        for node in list(model.graph):
-            if node.op_type not in self.op_types or node.domain not in ("", "ai.onnx"):
-                continue
-            label = node.name or node.op_type
-            if label in self.keep or node.op_type in self.keep:
-                self.explain(f"quantize_weights: {label} kept float (keep=...)")
-                continue
-            axis = weight_axis(node)
-            if isinstance(axis, str):
-                self.explain(f"quantize_weights: {label} stays float, {axis}")
-                continue
+        modified = ensure_qdq_opset(model)
+        if modified:
+            self.stats["opset_upgraded_to"] = UPGRADE_OPSET
+        layers, declined = weighted_layers(model, op_types=self.op_types,
+                                           keep=frozenset(self.keep))
+        for reason in declined:
+            self.explain(f"quantize_weights: {reason}")
+        for node, axis in layers:
             if node.inputs[1].const_value.size < self.min_elements:
                 self.stats["weights_too_small"] += 1
                 continue
