@@ -31,13 +31,19 @@ class RailSampler:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}-power", daemon=True)
         self._lock = threading.Lock()
+        self._window_start = 0.0
         self.samples = 0
 
     def start(self) -> None:
         self._thread.start()
         self._sample()
+        self._window_start = self._clock()
 
     def stop(self) -> dict[str, float]:
+        """Energy per rail over the window from the end of :meth:`start` to the start of this
+        call: the samples' mean power (trapezoid over their span) times that window, so that
+        the first and last samples, taken just outside it, do not add their delays."""
+        window = self._clock() - self._window_start
         end = self._sample()
         self._done.set()
         self._thread.join()
@@ -46,8 +52,11 @@ class RailSampler:
                              if p[0] <= end), key=lambda p: p[0])
         self.samples = len(points)
         times = [t for t, _ in points]
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
         rails = sorted({rail for _, watts in points for rail in watts})
-        return {rail: trapezoid(times, [w.get(rail, 0.0) for _, w in points]) for rail in rails}
+        scale = window / span if span > 0 else 1.0
+        return {rail: scale * trapezoid(times, [w.get(rail, 0.0) for _, w in points])
+                for rail in rails}
 
     def _run(self) -> None:
         while not self._done.wait(self._interval):
