@@ -51,14 +51,14 @@ import onnx
 import onnx_ir as ir
 
 from graphopt.pass_api import GraphPass, register_pass
-from graphopt.passes.fusion.rewrite_utils import (
+from graphopt.passes.min_cut import A, B, BinaryLabelling
+from graphopt.passes.rewrite_utils import (
     add_initializer,
     bypass,
     bypass_blocker,
     forget_names,
     unique_name,
 )
-from graphopt.passes.min_cut import A, B, BinaryLabelling
 from graphopt.shapes import infer_shapes, missing_shapes
 
 __all__ = [

@@ -16,7 +16,7 @@ import onnx_ir as ir
 from graphopt.errors import PipelineSpecError
 from graphopt.pass_api import GraphPass, register_pass
 from graphopt.passes.fusion.framework import RuleSet, registered_rules, registered_steps
-from graphopt.passes.fusion.rewrite_utils import forget_names
+from graphopt.passes.rewrite_utils import forget_names
 
 __all__ = ["FusePass"]
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import onnx_ir as ir
 
-from graphopt.passes.fusion._affine import (
+from graphopt.passes.channels import (
     ChannelAffine,
     channel_vector,
     extend_chain,

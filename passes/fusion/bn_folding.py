@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphopt.passes.fusion._affine import (
+from graphopt.passes.channels import (
     absorb_into_next_conv,
     batchnorm_affine,
     check_next_conv,
@@ -20,7 +20,7 @@ from graphopt.passes.fusion._affine import (
     plan_producer_fold,
 )
 from graphopt.passes.fusion.framework import CheckResult, Match, Rule, register_rule
-from graphopt.passes.fusion.rewrite_utils import rank, remove_if_dead, single_consumer
+from graphopt.passes.rewrite_utils import rank, remove_if_dead, single_consumer
 
 __all__ = ["BatchNormIntoProducer", "BatchNormIntoNextConv"]
 

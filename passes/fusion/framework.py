@@ -19,8 +19,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import numpy as np
 import onnx_ir as ir
+
+from graphopt.passes.rewrite_utils import constant_array, constant_tensor
 
 __all__ = [
     "CheckResult",
@@ -178,17 +179,3 @@ class RuleSet:
                 elif isinstance(result, str):
                     declined.append((rule.name, node.name or node.op_type, result))
         return changed
-
-
-def constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
-    """The value's tensor if it is an initializer (not a graph input), without reading data."""
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value
-
-
-def constant_array(value: ir.Value | None) -> np.ndarray | None:
-    """The value's data if it is an initializer (never a graph input), else None."""
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()

@@ -11,9 +11,9 @@ import logging
 
 import onnx_ir as ir
 
-from graphopt.passes.fusion._affine import FLOAT_TYPES
+from graphopt.passes.channels import FLOAT_TYPES
 from graphopt.passes.fusion.framework import CheckResult, Match, Rule, commuted, register_rule
-from graphopt.passes.fusion.rewrite_utils import rank, replace_node, single_consumer
+from graphopt.passes.rewrite_utils import rank, replace_node, single_consumer
 
 __all__ = ["MatMulAddToGemm", "TransposeIntoGemm"]
 

@@ -29,7 +29,7 @@ from graphopt.passes.fusion.framework import (
     is_standard,
     register_rule,
 )
-from graphopt.passes.fusion.rewrite_utils import (
+from graphopt.passes.rewrite_utils import (
     add_initializer,
     bypass,
     bypass_blocker,

@@ -27,7 +27,7 @@ from graphopt.passes.fusion.framework import (
     constant_array,
     register_rule,
 )
-from graphopt.passes.fusion.rewrite_utils import rank, remove_if_dead, single_consumer
+from graphopt.passes.rewrite_utils import rank, remove_if_dead, single_consumer
 
 __all__ = ["PadIntoConv", "PadIntoPool"]
 

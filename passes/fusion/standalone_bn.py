@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphopt.passes.fusion._affine import batchnorm_affine, check_next_conv, plan_producer_fold
+from graphopt.passes.channels import batchnorm_affine, check_next_conv, plan_producer_fold
 from graphopt.passes.fusion.framework import CheckResult, Match, Rule, register_rule
-from graphopt.passes.fusion.rewrite_utils import (
+from graphopt.passes.rewrite_utils import (
     add_initializer,
     drop_unused_initializer,
     rank,

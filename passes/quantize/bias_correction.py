@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphopt.passes.fusion.rewrite_utils import set_constant_input
 from graphopt.passes.quantize.qparams import quantize_weight
+from graphopt.passes.rewrite_utils import set_constant_input
 
 __all__ = ["output_shift", "correct_bias", "input_mean_axis"]
 

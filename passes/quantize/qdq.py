@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphopt.passes.fusion.rewrite_utils import (
+from graphopt.passes.opset_upgrade import upgrade_opset
+from graphopt.passes.quantize.qparams import ActivationParams, quantize_bias, quantize_weight
+from graphopt.passes.rewrite_utils import (
     add_initializer,
     drop_unused_initializer,
     unique_name,
 )
-from graphopt.passes.opset_upgrade import upgrade_opset
-from graphopt.passes.quantize.qparams import ActivationParams, quantize_bias, quantize_weight
 
 __all__ = ["MIN_QDQ_OPSET", "UPGRADE_OPSET", "ensure_qdq_opset", "insert_qdq",
            "quantize_layer_weight", "quantize_layer_bias", "remove_absorbed_relu"]

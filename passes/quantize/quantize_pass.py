@@ -22,7 +22,6 @@ import onnx_ir as ir
 
 from graphopt.observe import ActivationTap, ChannelMoments, Histogram, MinMax
 from graphopt.pass_api import GraphPass, register_pass
-from graphopt.passes.fusion.rewrite_utils import forget_names
 from graphopt.passes.quantize.bias_correction import correct_bias, input_mean_axis
 from graphopt.passes.quantize.calibrators import DEFAULT_PERCENTILE, calibrate_threshold
 from graphopt.passes.quantize.latency_guard import choose_by_latency
@@ -37,6 +36,7 @@ from graphopt.passes.quantize.qdq import (
     remove_absorbed_relu,
 )
 from graphopt.passes.quantize.qparams import QUANT_TYPES, ActivationParams, activation_params
+from graphopt.passes.rewrite_utils import forget_names
 
 __all__ = ["QuantizePass"]
 

@@ -16,9 +16,9 @@ from typing import ClassVar
 import onnx_ir as ir
 
 from graphopt.pass_api import GraphPass, register_pass
-from graphopt.passes.fusion.rewrite_utils import forget_names
 from graphopt.passes.quantize.placement import DEFAULT_OP_TYPES, weighted_layers
 from graphopt.passes.quantize.qdq import UPGRADE_OPSET, ensure_qdq_opset, quantize_layer_weight
+from graphopt.passes.rewrite_utils import forget_names
 
 __all__ = ["QuantizeWeightsPass", "DEFAULT_MIN_ELEMENTS"]
 

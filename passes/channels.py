@@ -1,4 +1,5 @@
-"""Per-channel affine maps ``y = scale * x + shift`` and the operators that absorb them.
+"""Channel bookkeeping shared by fuse, equalize, prune and lowrank: per-channel affine maps
+``y = scale * x + shift`` and the operators that absorb them.
 
 BatchNormalization at inference, and Mul / Add by a per-channel constant, are per-channel affine
 maps. A Conv, ConvTranspose, Gemm, MatMul or BatchNormalization producing their input can absorb
@@ -19,10 +20,10 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from graphopt.passes.fusion.framework import constant_array
-from graphopt.passes.fusion.rewrite_utils import (
+from graphopt.passes.rewrite_utils import (
     add_initializer,
     bypass,
+    constant_array,
     drop_unused_initializer,
     rank,
     remove_if_dead,

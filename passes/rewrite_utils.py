@@ -8,6 +8,8 @@ import numpy as np
 import onnx_ir as ir
 
 __all__ = [
+    "constant_tensor",
+    "constant_array",
     "forget_names",
     "unique_name",
     "bypass",
@@ -184,3 +186,17 @@ def set_constant_input(node: ir.Node, index: int, array: np.ndarray, name_hint: 
     node.replace_input_with(index, value)
     drop_unused_initializer(graph, old)
     return value
+
+
+def constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The value's tensor if it is an initializer (not a graph input), without reading data."""
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value.const_value
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value's data if it is an initializer (never a graph input), else None."""
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value.const_value.numpy()

@@ -1,0 +1,1 @@
+"""Orchestration above core, passes and backends: benchmark runs, debugging, reports."""

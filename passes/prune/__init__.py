@@ -1,0 +1,1 @@
+"""``prune``: structured channel pruning (dependency groups, importance, least-squares repair)."""
