@@ -3,7 +3,8 @@
 Runners (:mod:`graphopt.backends.ort`, :mod:`graphopt.backends.openvino`,
 :mod:`graphopt.backends.tensorrt`) import their runtime lazily: importing this package needs
 nothing beyond numpy. Backend names (``ort-cpu``, ``openvino-cpu:bf16`` ...) live in
-:mod:`graphopt.backends.registry`; the benchmark harness in :mod:`graphopt.backends.benchmark`.
+:mod:`graphopt.backends.registry`; timed runner sessions in :mod:`graphopt.backends.benchmark`
+(the benchmark itself, above core and backends, is :mod:`graphopt.harness.benchmark`).
 """
 
 from __future__ import annotations

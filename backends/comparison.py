@@ -1,9 +1,8 @@
 """Models on backends compared paired: one runner per (model, backend), all alive at once.
 
-:func:`contenders` turns model specs (paths or ``zoo:NAME``) and backend specs into the
-arms of a comparison, each with its model file and deterministic inputs
-(``random_inputs(model, seed=seed, batch_size=batch_size)``, the same arrays for models with
-the same inputs). :func:`compare` activates every runner, measures them with
+A :class:`Contender` is one arm: a model file and its inputs on a backend
+(:func:`graphopt.harness.pairs.contenders` builds them from model specs). :func:`compare`
+activates every runner, measures them with
 :func:`graphopt.backends.paired.measure_paired` (the first contender is the baseline), and
 releases them. Each contender gets ``sessions`` runner sessions (default
 :data:`DEFAULT_SESSIONS`, as ``graphopt bench``), all alive and taken in turn, so a session's
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,10 +22,9 @@ import numpy as np
 
 from graphopt.backends.paired import Arm, Comparison, PairedConfig, PairedResult, measure_paired
 from graphopt.backends.paired import Progress as PairedProgress
-from graphopt.backends.registry import BACKENDS, BackendSpec, parse_backend, start_runner
+from graphopt.backends.registry import BACKENDS, BackendSpec, start_runner
 
-__all__ = ["DEFAULT_SESSIONS", "Contender", "PairedBenchmark", "contenders", "compare",
-           "idle_quietly"]
+__all__ = ["DEFAULT_SESSIONS", "Contender", "PairedBenchmark", "compare", "idle_quietly"]
 
 DEFAULT_SESSIONS = 3
 """Runner sessions per contender (the absolute benchmark's default too)."""
@@ -74,30 +71,6 @@ class PairedBenchmark:
             comparison.update(model=self.contenders[index].label,
                               backend=str(self.contenders[index].spec))
         return data
-
-
-def contenders(
-    models: Sequence[str | os.PathLike],
-    backends: Sequence[BackendSpec | str],
-    *,
-    seed: int = 0,
-    batch_size: int = 1,
-) -> list[Contender]:
-    """Every (model, backend) pair, models outermost, each model loaded once."""
-    from graphopt.backends.benchmark import model_file
-    from graphopt.model_io import resolve_model
-    from graphopt.verify import random_inputs
-
-    specs = [parse_backend(b) if isinstance(b, str) else b for b in backends]
-    feeds: dict[str, Mapping[str, np.ndarray]] = {}
-    result = []
-    for model in models:
-        label = os.fspath(model)
-        if label not in feeds:
-            feeds[label] = random_inputs(resolve_model(label), seed=seed, batch_size=batch_size)
-        path = model_file(label)
-        result.extend(Contender(label, path, feeds[label], spec) for spec in specs)
-    return result
 
 
 def compare(

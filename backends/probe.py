@@ -28,6 +28,8 @@ from graphopt.backends.paired import DEFAULT_CI_TARGET, PairedConfig
 from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_backend
 from graphopt.errors import BackendUnavailableError
 from graphopt.latency import LatencyComparison, LatencyEstimate
+from graphopt.model_io import save_model
+from graphopt.verify import random_inputs
 
 __all__ = ["DEFAULT_PROBE_SECONDS", "RunnerLatencyProbe"]
 
@@ -90,9 +92,6 @@ class RunnerLatencyProbe:
     # -- helpers ---------------------------------------------------------------------------
 
     def _run(self, models: list[ir.Model]) -> PairedBenchmark:
-        from graphopt.model_io import save_model
-        from graphopt.verify import random_inputs
-
         if self.work_dir is not None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="graphopt-probe-", dir=self.work_dir) as folder:

@@ -70,8 +70,9 @@ QUICK = {"aa_invocations": 2, "repeat_invocations": 2, "real_invocations": 1, "m
 
 def invoke(request: dict) -> dict:
     """One paired measurement of ``request["models"]`` x ``request["backends"]``."""
-    from graphopt.backends.comparison import compare, contenders
+    from graphopt.backends.comparison import compare
     from graphopt.backends.paired import PairedConfig
+    from graphopt.harness.pairs import contenders
 
     config = PairedConfig(**request["config"])
     entries = contenders(request["models"], request["backends"], seed=request["seed"])

@@ -44,12 +44,12 @@ from rich.table import Table
 from graphopt.backends.benchmark import (
     BACKGROUND_LOAD_WARNING,
     DEFAULT_SESSIONS,
-    benchmark,
     cpu_clocks,
     other_cores_busy,
 )
 from graphopt.backends.registry import parse_backend_list
 from graphopt.backends.timing import TimingConfig
+from graphopt.harness.benchmark import benchmark
 
 __all__ = ["repeat", "summarize_runs", "main"]
 

@@ -34,8 +34,10 @@ from graphopt.proto_checks import check_proto
 __all__ = [
     "ZOO_PREFIX",
     "EXTERNAL_DATA_THRESHOLD_BYTES",
+    "zoo_name",
     "load_model",
     "resolve_model",
+    "model_file",
     "save_model",
     "model_size_bytes",
     "stored_size_bytes",
@@ -56,14 +58,33 @@ EXTERNAL_DATA_THRESHOLD_BYTES = 1536 * 1024 * 1024
 _MIN_ONNX_IR_VERSION = 3
 
 
+def zoo_name(spec: str | os.PathLike) -> str | None:
+    """``NAME`` when ``spec`` is ``zoo:NAME`` (a built-in model or data set), else ``None``.
+
+    The one place that reads the ``zoo:`` scheme; everything else asks this function.
+    """
+    text = os.fspath(spec)
+    return text[len(ZOO_PREFIX) :] if text.startswith(ZOO_PREFIX) else None
+
+
 def resolve_model(spec: str | os.PathLike) -> ir.Model:
     """Load a model from a path or a ``zoo:NAME`` spec."""
-    text = os.fspath(spec)
-    if text.startswith(ZOO_PREFIX):
+    name = zoo_name(spec)
+    if name is not None:
         from graphopt import zoo
 
-        return zoo.load(text[len(ZOO_PREFIX) :])
-    return load_model(text)
+        return zoo.load(name)
+    return load_model(spec)
+
+
+def model_file(spec: str | os.PathLike) -> Path:
+    """The .onnx file behind a model spec (a path, or ``zoo:NAME`` materialised in the cache)."""
+    name = zoo_name(spec)
+    if name is None:
+        return Path(spec)
+    from graphopt import zoo
+
+    return zoo.path(name)
 
 
 def load_model(path: str | os.PathLike) -> ir.Model:
@@ -190,12 +211,11 @@ def model_size_bytes(model: ir.Model) -> int:
 def source_file(spec: str | os.PathLike) -> Path | None:
     """The file model ``spec`` is read from; ``None`` for models built in memory (generated
     zoo entries)."""
-    text = os.fspath(spec)
-    if not text.startswith(ZOO_PREFIX):
-        return Path(text)
+    name = zoo_name(spec)
+    if name is None:
+        return Path(spec)
     from graphopt import zoo
 
-    name = text[len(ZOO_PREFIX) :]
     return None if name in zoo.GENERATED_MODELS else zoo.path(name)
 
 
@@ -207,10 +227,7 @@ def stored_size_bytes(spec: str | os.PathLike, model: ir.Model | None = None) ->
     """
     path = source_file(spec)
     if path is None:
-        from graphopt import zoo
-
-        name = os.fspath(spec)[len(ZOO_PREFIX) :]
-        return model_size_bytes(model if model is not None else zoo.load(name))
+        return model_size_bytes(model if model is not None else resolve_model(spec))
     tensors = iter_tensors(model) if model is not None else ()
     external = {Path(t.path).resolve() for t in tensors if isinstance(t, ir.ExternalTensor)}
     sidecar = path.with_name(f"{path.name}.data")

@@ -25,11 +25,11 @@ import onnx_ir as ir
 from graphopt import atomic
 from graphopt.errors import OutputError
 from graphopt.model_io import (
-    ZOO_PREFIX,
     external_data_files,
     own_data_files,
     referenced_data_files,
     source_file,
+    zoo_name,
 )
 
 __all__ = ["check_output_paths", "model_files", "data_files"]
@@ -54,7 +54,7 @@ def model_files(spec: PathLike, model: ir.Model | None = None) -> list[Path]:
 def data_files(spec: PathLike | None) -> list[Path]:
     """The files that data ``spec`` (``--inputs``, ``--calib``) reads: an ``.npz``, or a
     folder and the files in it; none for ``zoo:`` data."""
-    if spec is None or os.fspath(spec).startswith(ZOO_PREFIX):
+    if spec is None or zoo_name(spec) is not None:
         return []
     path = Path(spec)
     if path.is_dir():

@@ -9,9 +9,12 @@ in the table's speedup column and written to the JSON (``paired`` and each resul
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from graphopt import __version__
-from graphopt.backends.benchmark import DEFAULT_SESSIONS
+from graphopt.backends.benchmark import DEFAULT_SESSIONS, ENERGY_PREFERENCES
 from graphopt.backends.energy import MEASURED_SOURCES
 from graphopt.backends.paired import (
     CONTENTION_POLICIES,
@@ -39,7 +42,7 @@ __all__ = ["bench"]
 
 logger = logging.getLogger(__name__)
 
-ENERGY_CHOICES = ("auto", "rapl", "nvml", "jetson", "estimate", "model", "none")
+ENERGY_CHOICES = ENERGY_PREFERENCES
 DEFAULT_DURATION = 2.0
 DEFAULT_MIN_ITERATIONS = 50
 _MAX_WARMUP_SECONDS = 10.0
@@ -202,9 +205,9 @@ def bench(
     concurrent throughput, energy per inference (with its source) and fidelity against the
     fp32 onnxruntime reference. Several models or backends: the first pair is the baseline,
     the others are also measured paired against it (speedup with a CI and a verdict)."""
-    from graphopt.backends.benchmark import benchmark
     from graphopt.backends.paired import PairedConfig
     from graphopt.backends.timing import TimingConfig
+    from graphopt.harness.pairs import run_pairs
 
     set_debug(debug)
     if energy not in ENERGY_CHOICES:
@@ -229,39 +232,26 @@ def bench(
         min_iterations=min_iterations, min_seconds=duration,
         warmup_max_seconds=min(_MAX_WARMUP_SECONDS, max(1.0, 2 * duration)),
     )
-    results, failures, measured = [], [], []
+
+    def on_failure(failure: dict) -> None:
+        err_console.print(f"[red]failed:[/] {escape(failure['model'])} on"
+                          f" {escape(failure['backend'])}: {escape(failure['error'])}",
+                          highlight=False, soft_wrap=True)
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[phase]}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
-        for model in models:
-            for spec in specs:
-                task = progress.add_task(f"{model} on {spec}", total=1.0, phase="loading")
-
-                def report(phase: str, fraction: float, task=task) -> None:
-                    progress.update(task, completed=fraction, phase=phase)
-
-                try:
-                    results.append(benchmark(
-                        model, spec, config=config, sessions=sessions, batch_size=batch_size,
-                        threads=threads, pin=pin, energy=energy, seed=seed,
-                        concurrent_seconds=duration, budget=fidelity_budget, progress=report,
-                    ))
-                    measured.append((model, spec))
-                except GraphoptError as exc:
-                    if len(models) * len(specs) == 1:
-                        raise
-                    # One failing pair must not throw away the others' measurements.
-                    failures.append({"model": model, "backend": str(spec), "error": str(exc)})
-                    err_console.print(f"[red]failed:[/] {escape(model)} on {escape(str(spec))}:"
-                                      f" {escape(str(exc))}", highlight=False, soft_wrap=True)
-                finally:
-                    progress.remove_task(task)
-        pairing, paired_error = None, None
-        if paired and len(measured) > 1:
-            pairing, paired_error = _paired_phase(
-                measured, paired_config, sessions=sessions, threads=threads, pin=pin,
-                batch_size=batch_size, seed=seed, progress=progress)
-    speedups = None if pairing is None else {
-        i: pairing.comparison_of(i) for i in range(len(results))}
+        run = run_pairs(
+            models, specs, paired=paired_config if paired else None,
+            task=functools.partial(_task, progress), on_failure=on_failure,
+            config=config, sessions=sessions, batch_size=batch_size, threads=threads, pin=pin,
+            energy=energy, seed=seed, concurrent_seconds=duration, budget=fidelity_budget,
+        )
+    results, failures, pairing, paired_error = (run.results, run.failures, run.pairing,
+                                                run.paired_error)
+    if paired_error is not None:
+        err_console.print(f"[red]paired phase failed:[/] {escape(paired_error)}",
+                          highlight=False, soft_wrap=True)
+    speedups = run.speedups()
     if results:
         console.print(_table(results, speedups, baseline=0 if pairing is not None else None))
         console.print(_startup_table(results))
@@ -296,27 +286,12 @@ def bench(
         raise GraphoptError(f"paired phase failed: {paired_error}")
 
 
-def _paired_phase(measured: list, config, *, sessions: int, threads: int | None,
-                  pin: bool | None, batch_size: int, seed: int, progress: Progress):
-    """Every measured pair against the first, paired: (result, None) or (None, error)."""
-    from graphopt.backends.comparison import Contender, compare, contenders
-
-    entries: list[Contender] = []
-    for model, spec in measured:
-        entries += contenders([model], [spec], seed=seed, batch_size=batch_size)
-    task = progress.add_task(f"paired: {len(entries) - 1} against {entries[0].name}",
-                             total=1.0, phase="compile")
-
-    def report(phase: str, fraction: float) -> None:
-        progress.update(task, completed=fraction, phase=phase)
-
+@contextlib.contextmanager
+def _task(progress: Progress, description: str) -> Iterator:
+    """One progress bar for the duration of a unit of work; yields its ``report``."""
+    task = progress.add_task(description, total=1.0, phase="loading")
     try:
-        return compare(entries, config, sessions=sessions, threads=threads, pin=pin,
-                       batch_size=batch_size, progress=report), None
-    except GraphoptError as exc:
-        err_console.print(f"[red]paired phase failed:[/] {escape(str(exc))}", highlight=False,
-                          soft_wrap=True)
-        return None, str(exc)
+        yield lambda phase, fraction: progress.update(task, completed=fraction, phase=phase)
     finally:
         progress.remove_task(task)
 

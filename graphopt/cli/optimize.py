@@ -16,11 +16,11 @@ from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
 from graphopt.cli.formatting import human_count, write_json_atomically
 from graphopt.errors import GraphoptError
 from graphopt.model_io import (
-    ZOO_PREFIX,
     resolve_model,
     save_model,
     source_file,
     stored_size_bytes,
+    zoo_name,
 )
 from graphopt.output_paths import check_output_paths, data_files, model_files
 from graphopt.pass_context import PassContext
@@ -31,8 +31,9 @@ __all__ = ["optimize", "build_report"]
 
 
 def _default_output(model: str) -> Path:
-    if model.startswith(ZOO_PREFIX):
-        return Path(f"{model[len(ZOO_PREFIX):]}.opt.onnx")
+    name = zoo_name(model)
+    if name is not None:
+        return Path(f"{name}.opt.onnx")
     path = Path(model)
     return path.with_name(f"{path.stem}.opt.onnx")
 

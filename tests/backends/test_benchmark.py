@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from graphopt.backends.benchmark import benchmark
 from graphopt.backends.timing import TimingConfig
 from graphopt.budget import precision_budget
 from graphopt.errors import BackendUnavailableError, GraphoptError
+from graphopt.harness.benchmark import benchmark
 from graphopt.verify import Fidelity, OutputFidelity
 
 FAST = TimingConfig(min_iterations=5, min_seconds=0.05, warmup_max_seconds=0.5)

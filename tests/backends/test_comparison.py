@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 
-from graphopt.backends.comparison import compare, contenders
+from graphopt.backends.comparison import compare
 from graphopt.backends.paired import PairedConfig
+from graphopt.harness.pairs import contenders
 
 QUICK = PairedConfig(max_seconds=1.0, resamples=500)
 

@@ -444,19 +444,20 @@ def test_cpu_power_from_our_table_codecarbon_csv_or_a_labelled_default(tmp_path)
 
 
 def test_benchmark_energy_falls_back_to_the_estimate_with_the_bound_beside():
-    from graphopt.backends.benchmark import _busy, _energy
+    from graphopt.backends.benchmark import busy_seconds
+    from graphopt.backends.benchmark import energy_per_inference as energy
 
-    busy = _busy([((0.0, 0.0, 0.0), (2.0, 0.0, 3.0))], inferences=60)
+    busy = busy_seconds([((0.0, 0.0, 0.0), (2.0, 0.0, 3.0))], inferences=60)
     assert busy == (3.0, 2.0, 60)
     reasons = ["rapl: no RAPL zones"]
-    reading, bound, why = _energy("auto", "cpu", TINY, "fp32", 1, (None, reasons), busy, 2,
-                                  "Intel(R) Xeon(R) Processor")
+    reading, bound, why = energy("auto", "cpu", TINY, "fp32", 1, (None, reasons), busy, 2,
+                                 "Intel(R) Xeon(R) Processor")
     assert reading.source == "estimate:time-x-power" and reading.power_watts == 4.0
     assert bound.source == "model:compute-bound"
     assert why == reasons
     measured = EnergyReading(0.5, 0.01, "rapl", {"package-0": 0.5}, 2.0, 60)
-    reading, bound, _ = _energy("auto", "cpu", TINY, "fp32", 1, (measured, []), busy, 2, None)
+    reading, bound, _ = energy("auto", "cpu", TINY, "fp32", 1, (measured, []), busy, 2, None)
     assert reading is measured and bound.source == "model:compute-bound"
-    assert _energy("none", "cpu", TINY, "fp32", 1, (None, []), busy, 2, None)[:2] == (None, None)
-    _, _, why = _energy("model", "cuda", TINY, "fp32", 1, (None, []), busy, 2, None)
+    assert energy("none", "cpu", TINY, "fp32", 1, (None, []), busy, 2, None)[:2] == (None, None)
+    _, _, why = energy("model", "cuda", TINY, "fp32", 1, (None, []), busy, 2, None)
     assert "host CPU only" in why[-1]
