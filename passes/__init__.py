@@ -2,6 +2,7 @@
 
 from graphopt.pass_api import register_preset
 from graphopt.passes import cleanup, convert_float, fusion, quantize
+from graphopt.passes import lowrank as lowrank  # registers lowrank (re-exported)
 
 __all__ = ["cleanup", "convert_float", "fusion", "quantize"]
 
