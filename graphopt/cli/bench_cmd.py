@@ -46,6 +46,7 @@ ENERGY_CHOICES = ENERGY_PREFERENCES
 DEFAULT_DURATION = 2.0
 DEFAULT_MIN_ITERATIONS = 50
 _MAX_WARMUP_SECONDS = 10.0
+SUITE_RESULTS_DIR = "bench/results"
 _ENERGY_UNITS = ((1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ"))
 
 
@@ -147,8 +148,9 @@ def _check_backends(specs) -> None:
 
 @app.command()
 def bench(
-    models: Annotated[list[str], typer.Argument(
-        metavar="MODEL...", help="Model files or zoo:NAME (see `graphopt zoo`).")],
+    models: Annotated[list[str] | None, typer.Argument(
+        metavar="MODEL...", help="Model files or zoo:NAME (see `graphopt zoo`).",
+        show_default=False)] = None,
     backend: Annotated[list[str] | None, typer.Option(
         "--backend", "-b",
         help=r"Comma-separated backends, NAME\[:precision]\[@key=value,...] (see `graphopt"
@@ -199,17 +201,35 @@ def bench(
     seed: Annotated[int, typer.Option(help="Seed of the random benchmark inputs.")] = 0,
     json_file: Annotated[Path | None, typer.Option(
         "--json", help="Write every result (raw samples included) to this JSON file.")] = None,
+    suite: Annotated[Path | None, typer.Option(
+        help="Run a benchmark suite (TOML, see bench/suites/) instead of MODEL...: models x"
+             " pipelines x backends x options, each cell stored in --results as it ends; a"
+             " second run skips finished cells. Timing comes from the suite file.")] = None,
+    results: Annotated[Path | None, typer.Option(
+        help="With --suite: the JSON-lines result store (default"
+             f" {SUITE_RESULTS_DIR}/SUITE.jsonl).")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Measure models on backends: latency percentiles with a CI of the median, sync and
     concurrent throughput, energy per inference (with its source) and fidelity against the
     fp32 onnxruntime reference. Several models or backends: the first pair is the baseline,
-    the others are also measured paired against it (speedup with a CI and a verdict)."""
+    the others are also measured paired against it (speedup with a CI and a verdict).
+    With --suite: a whole suite into a resumable result store."""
     from graphopt.backends.paired import PairedConfig
     from graphopt.backends.timing import TimingConfig
     from graphopt.harness.pairs import run_pairs
 
     set_debug(debug)
+    if suite is not None or results is not None:
+        if suite is None:
+            raise GraphoptError("--results goes with --suite")
+        if models or json_file is not None:
+            raise GraphoptError("--suite runs the models of the suite file: give no MODEL"
+                                " and no --json (results go to --results)")
+        _run_suite(suite, results)
+        return
+    if not models:
+        raise GraphoptError("give MODEL... to measure, or --suite FILE")
     if energy not in ENERGY_CHOICES:
         raise GraphoptError(f"--energy {energy!r}: expected one of {', '.join(ENERGY_CHOICES)}")
     if contention not in CONTENTION_POLICIES:
@@ -345,3 +365,73 @@ def _print_notes(results: list, sessions: int) -> None:
         " fidelity: against onnxruntime fp32 (optimizations off) on"
         " the same inputs, judged at the precision run.", highlight=False, soft_wrap=True,
     )
+
+
+def _run_suite(path: Path, results: Path | None) -> None:
+    """``graphopt bench --suite``: plan, resume, measure with a progress bar, summarise."""
+    from rich.progress import MofNCompleteColumn, TimeRemainingColumn
+
+    from graphopt.harness.store import ResultStore
+    from graphopt.harness.suite import load_suite, plan, run_suite
+
+    suite = load_suite(path)
+    store = ResultStore(results or Path(SUITE_RESULTS_DIR) / f"{path.stem}.jsonl")
+    cells = plan(suite)
+    finished = store.finished()
+    resumed = sum(c.cell.key in finished for c in cells)
+    console.print(f"suite {suite.name}: {len(cells)} cells, {resumed} finished before,"
+                  f" results in {store.path}", highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("cells, {task.fields[left]} left"), TimeRemainingColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(f"suite {suite.name}", total=len(cells), completed=resumed,
+                                 left=len(cells) - resumed)
+        counted = [resumed]
+
+        def on_start(planned) -> None:
+            progress.update(task, description=escape(planned.cell.name))
+
+        def on_cell(planned, status: str) -> None:
+            if status == "resumed":
+                return
+            counted[0] += 1
+            progress.update(task, completed=counted[0], left=len(cells) - counted[0])
+            if status == "failed":
+                err_console.print(f"[red]failed:[/] {escape(planned.cell.name)}",
+                                  highlight=False, soft_wrap=True)
+
+        run = run_suite(suite, store, cells=cells, on_start=on_start, on_cell=on_cell)
+    _print_suite_summary(store, cells)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(run.counts.items()))
+    console.print(f"suite {suite.name}: {counts}; results in {store.path}", highlight=False)
+    if run.counts.get("failed"):
+        raise GraphoptError(f"{run.counts['failed']} of {run.total} suite cells failed"
+                            f" (errors in {store.path})")
+
+
+def _print_suite_summary(store, cells) -> None:
+    latest = store.latest()
+    table = Table(title="suite results", title_justify="left")
+    for column in ("model", "pipeline", "backend", "status", "p50 ms", "fidelity vs fp32"):
+        table.add_column(column, justify="right" if column.endswith("ms") else "left")
+    reasons: dict[str, int] = {}
+    for planned in cells:
+        record = latest.get(planned.cell.key, {})
+        status = record.get("status", "not run")
+        p50 = fidelity = "-"
+        if status == "ok":
+            result = record["result"]
+            p50 = _ms(result["stats"]["p50"])
+            fidelity = (f"{'ok' if result['fidelity_ok'] else 'WARN'} cos"
+                        f" {result['fidelity']['cosine']:.6f}")
+        elif status in ("skipped", "failed"):
+            reason = record.get("reason") or record.get("error", "")
+            reasons[reason] = reasons.get(reason, 0) + 1
+            if status == "skipped":
+                continue
+        table.add_row(escape(planned.cell.model), escape(planned.cell.pipeline),
+                      escape(planned.cell.backend), status, p50, fidelity)
+    console.print(table)
+    for reason, count in reasons.items():
+        console.print(f"{count} cell{'s' if count > 1 else ''}: {escape(reason)}",
+                      highlight=False, soft_wrap=True)
