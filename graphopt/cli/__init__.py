@@ -13,7 +13,8 @@ from graphopt.cli.app import app, main
 __all__ = ["app", "main"]
 
 # Each command lives in its own module and registers itself on ``app`` when imported.
-_COMMAND_MODULES = ("optimize", "inspect_cmd", "passes_cmd", "bench_cmd", "backends_cmd")
+_COMMAND_MODULES = ("optimize", "inspect_cmd", "passes_cmd", "bench_cmd", "backends_cmd",
+                    "debug_cmd", "report_cmd")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

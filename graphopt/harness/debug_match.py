@@ -41,35 +41,58 @@ class TensorMatch:
         return dataclasses.asdict(self)
 
 
+def _twins(reference: PreparedModel, candidate: PreparedModel) -> list[tuple[int, int]]:
+    """(reference node, candidate node) pairs with the same name and as many inputs (the
+    operator may have changed: cleanup writes a two-input ``Sum`` as ``Add``)."""
+    by_name = {node.name: index for index, node in enumerate(reference.nodes) if node.name}
+    twins = []
+    for index in candidate.order:
+        node = candidate.nodes[index]
+        twin = by_name.get(node.name) if node.name else None
+        if twin is not None and len(reference.nodes[twin].input) == len(node.input):
+            twins.append((twin, index))
+    return twins
+
+
 def match_tensors(reference: PreparedModel, candidate: PreparedModel) -> list[TensorMatch]:
     """Every matched activation, in the reference's graph order (module docstring)."""
     after = {pair.before: pair.after for pair in candidate.pairs}
     dequantized = {pair.after: pair.before for pair in candidate.pairs}
-    found: dict[str, tuple[str, str | None]] = {}
+    found: dict[str, tuple[str, str | None]] = {}  # reference name -> (candidate, before)
+    claimed: set[str] = set()
+
+    def claim(ref_name: str, cand_name: str) -> None:
+        if ref_name in found or cand_name in claimed or not reference.is_activation(ref_name):
+            return
+        if not candidate.is_activation(cand_name):
+            return
+        found[ref_name] = (cand_name, dequantized.get(cand_name))
+        claimed.add(cand_name)
+        claimed.update(b for b in [dequantized.get(cand_name)] if b)
+
+    # What a node reads is what its twin reads: fusions give the first node of a pattern the
+    # whole pattern's result under the first node's output name, so readers are the evidence.
+    for ref_index, cand_index in _twins(reference, candidate):
+        pairs = zip(reference.nodes[ref_index].input, candidate.nodes[cand_index].input,
+                    strict=False)
+        for ref_name, cand_name in pairs:
+            if ref_name and cand_name:
+                claim(ref_name, cand_name)
     for name in candidate.inputs:
-        found.setdefault(name, (after.get(name, name), name if name in after else None))
-    qdq_nodes = {p.quantize for p in candidate.pairs} | {p.dequantize for p in candidate.pairs}
-    for index in candidate.order:
-        node = candidate.nodes[index]
-        if index in qdq_nodes:
-            continue
-        for name in node.output:
-            if not name:
-                continue
-            post = after.get(name, name)
-            before = name if post != name else None
-            if reference.is_activation(name):
-                found.setdefault(name, (post, before))
-            elif post != name and reference.is_activation(post):
-                found.setdefault(post, (post, before))
+        claim(name, after.get(name, name))
     if len(reference.outputs) == len(candidate.outputs):
         for ref_name, cand_name in zip(reference.outputs, candidate.outputs, strict=True):
-            if ref_name not in found:
-                found[ref_name] = (cand_name, dequantized.get(cand_name))
+            claim(ref_name, cand_name)
+    qdq_nodes = {p.quantize for p in candidate.pairs} | {p.dequantize for p in candidate.pairs}
+    for index in candidate.order:
+        if index in qdq_nodes:
+            continue
+        for name in candidate.nodes[index].output:
+            if name:
+                claim(name, after.get(name, name))
+                claim(after.get(name, name), after.get(name, name))
     matches = []
     for ref_name, (cand_name, before) in found.items():
-        if not reference.is_activation(ref_name):
-            continue
         index = reference.producer.get(ref_name, -1)
         node = reference.node_name(index) if index >= 0 else ""
         op_type = reference.nodes[index].op_type if index >= 0 else "input"
