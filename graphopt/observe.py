@@ -14,6 +14,7 @@ Observers (each ``update(array)``, then read its fields):
   of the values or (``absolute=True``) of their magnitudes from 0, with the exact min and max;
 - :class:`ChannelMoments`: count, mean and variance per channel (Chan et al.'s pairwise update,
   in float64, so batches combine exactly as one pass would);
+- :class:`MeanMagnitude`: mean ``|x|`` per channel (how much a channel carries);
 - :class:`Gram`: ``X^T X`` and column sums of a 2-D view of the tensor, the sums a least-squares
   fit needs.
 
@@ -42,6 +43,7 @@ __all__ = [
     "MinMax",
     "Histogram",
     "ChannelMoments",
+    "MeanMagnitude",
     "Gram",
     "ActivationTap",
     "observe",
@@ -171,6 +173,27 @@ class ChannelMoments(Observer):
         if self._m2 is None:
             raise ValueError("no data observed")
         return self._m2 / self.count
+
+
+class MeanMagnitude(Observer):
+    """Mean of ``|x|`` per channel along ``axis`` (float64, exact across batches)."""
+
+    def __init__(self, axis: int = 1) -> None:
+        self.axis = axis
+        self.count = 0
+        self.sums: np.ndarray | None = None
+
+    def update(self, array: np.ndarray) -> None:
+        axes = _reduce_axes(array, self.axis)
+        sums = np.abs(np.asarray(array, dtype=np.float64)).sum(axis=axes)
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.count += int(np.prod([array.shape[a] for a in axes])) if axes else 1
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self.sums is None:
+            raise ValueError("no data observed")
+        return self.sums / self.count
 
 
 class Gram(Observer):

@@ -45,6 +45,9 @@ __all__ = [
     "plan_producer_fold",
     "extend_chain",
     "fold_chain_into_producer",
+    "CHANNELWISE_OPS",
+    "BROADCAST_OPS",
+    "PER_CHANNEL_PARAMETERS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -484,3 +487,27 @@ def fold_chain_into_producer(plan: ProducerPlan, affine: ChannelAffine, chain: l
         drop_unused_initializer(graph, value)
     for node in reversed(chain[:-1]):
         remove_if_dead(node)
+
+
+# Which operators keep channel ``c`` of their input at channel ``c`` of their output (what
+# structured pruning follows through a graph). Parameters, if any, are per channel (PRelu's
+# slope, BatchNormalization's statistics) or scalars.
+CHANNELWISE_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Sigmoid",
+    "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Gelu", "Mish", "Clip", "Abs",
+    "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Erf", "Cast",
+    "Identity", "Dropout", "BatchNormalization", "InstanceNormalization",
+    "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+})
+"""Operators whose output channel ``c`` depends only on input channel ``c``."""
+
+BROADCAST_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow"})
+"""Elementwise operators with broadcasting: operands carrying channels are coupled position by
+position; a constant operand is either per channel or broadcast along the channels."""
+
+PER_CHANNEL_PARAMETERS = {
+    "BatchNormalization": (1, 2, 3, 4),
+    "InstanceNormalization": (1, 2),
+    "PRelu": (1,),
+}
+"""Inputs of channelwise operators that hold one entry per channel (axis 0, or broadcast)."""

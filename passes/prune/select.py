@@ -1,0 +1,128 @@
+"""Which classes to remove: groups, targets, rounding, and the MACs a choice leaves.
+
+Classes that appear in the same value compete with each other (a *group*: every channel of a
+residual stream, every input of a Concat). Each group loses its least important classes until
+``ratio`` of its width is gone, keeping a multiple of ``round_to`` channels, at least
+``min_channels`` in every value, and never a blocked class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from graphopt.cost import ModelCost
+from graphopt.passes.prune.atoms import UnionFind
+from graphopt.passes.prune.groups import Dependencies
+
+__all__ = ["Group", "find_groups", "choose", "keep_mask", "estimate_macs"]
+
+
+@dataclasses.dataclass
+class Group:
+    """Classes that compete, the widest value they share, and the layers that make them."""
+
+    classes: list[int]
+    width: int
+    weights: dict[int, int]
+    sources: list[str]
+    spans: list[Counter]
+
+    def prunable(self, uf: UnionFind) -> list[int]:
+        return [c for c in self.classes if not uf.blocked(c)]
+
+
+def find_groups(deps: Dependencies) -> list[Group]:
+    """Group the classes of ``deps`` by the values they share."""
+    counts: list[Counter] = []
+    for span in deps.spans.values():
+        counts.append(Counter(deps.class_of(span.atoms).ravel().tolist()))
+    linked = UnionFind()
+    index: dict[int, int] = {}
+    for counter in counts:
+        roots = list(counter)
+        for root in roots:
+            if root not in index:
+                index[root] = int(linked.fresh(1)[0])
+        for root in roots[1:]:
+            linked.union(index[roots[0]], index[root])
+    members: dict[int, list[int]] = defaultdict(list)
+    for root, slot in index.items():
+        members[linked.find(slot)].append(root)
+    by_class = {root: linked.find(slot) for root, slot in index.items()}
+    spans_of: dict[int, list[Counter]] = defaultdict(list)
+    for counter in counts:
+        spans_of[by_class[next(iter(counter))]].append(counter)
+    source_names: dict[int, list[str]] = defaultdict(list)
+    for layer in deps.sources:
+        key = by_class.get(int(deps.roots[layer.atoms[0]]))
+        if key is not None:
+            source_names[key].append(layer.node.name or layer.node.op_type)
+    groups = []
+    for key, classes in members.items():
+        spans = spans_of[key]
+        weights = {c: max(counter.get(c, 0) for counter in spans) for c in classes}
+        width = max(sum(counter.values()) for counter in spans)
+        groups.append(Group(sorted(classes), width, weights, source_names[key], spans))
+    return groups
+
+
+def choose(deps: Dependencies, groups: list[Group], scores: Mapping[int, float],
+           ratio_of: Callable[[Group], float], *, round_to: int, min_channels: int) -> set[int]:
+    """The classes to remove: in each group the least important, up to the group's ratio."""
+    pruned: set[int] = set()
+    for group in groups:
+        ratio = ratio_of(group)
+        candidates = group.prunable(deps.uf)
+        if ratio <= 0 or not candidates:
+            continue
+        kept_target = group.width * (1.0 - ratio)
+        if round_to > 1:
+            kept_target = round_to * round(kept_target / round_to)
+        kept_target = max(int(kept_target), min(min_channels, group.width), 1)
+        budget = group.width - kept_target
+        floors = [min(min_channels, sum(c.values())) for c in group.spans]
+        left = [sum(c.values()) for c in group.spans]
+        removed = 0
+        for root in sorted(candidates, key=lambda c: (scores.get(c, 0.0), c)):
+            weight = group.weights[root]
+            if removed + weight > budget:
+                continue
+            after = [n - counter.get(root, 0) for n, counter in zip(left, group.spans,
+                                                                       strict=True)]
+            if any(a < f for a, f in zip(after, floors, strict=True)):
+                continue
+            left = after
+            removed += weight
+            pruned.add(root)
+    return pruned
+
+
+def keep_mask(deps: Dependencies, atoms: np.ndarray, pruned: set[int]) -> np.ndarray:
+    """True where the atom's class is kept."""
+    if not pruned:
+        return np.ones(atoms.shape, dtype=bool)
+    classes = deps.class_of(atoms)
+    return ~np.isin(classes, np.fromiter(pruned, dtype=np.int64))
+
+
+def estimate_macs(cost: ModelCost, deps: Dependencies, pruned: set[int]) -> int:
+    """The MACs left after removing ``pruned``: each layer's MACs scale with the kept share of
+    its input channels (sinks) and of its output channels (sources and depthwise convs)."""
+    factor: dict[int, float] = defaultdict(lambda: 1.0)
+    for layer in deps.sinks:
+        factor[id(layer.node)] *= float(keep_mask(deps, layer.atoms, pruned).mean())
+    for layer in deps.sources:
+        factor[id(layer.node)] *= float(keep_mask(deps, layer.atoms, pruned).mean())
+    for edit in deps.edits:
+        if edit.kind == "group":
+            factor[id(edit.node)] *= float(keep_mask(deps, edit.span.atoms, pruned).mean())
+    total = 0.0
+    for node_cost in cost.per_node:
+        node: ir.Node | None = node_cost.node
+        total += node_cost.macs * (factor[id(node)] if node is not None else 1.0)
+    return int(total)
