@@ -40,15 +40,24 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from graphopt import __version__
 from graphopt.atomic import scratch_dir
 from graphopt.backends.registry import check_available, parse_backend
 from graphopt.backends.timing import TimingConfig
 from graphopt.budget import Budget
+from graphopt.calibration import SampleData
 from graphopt.errors import GraphoptError, reason_line
 from graphopt.harness.benchmark import benchmark
 from graphopt.harness.store import Cell, ResultStore, model_digest
-from graphopt.model_io import resolve_model, save_model, stored_size_bytes, zoo_name
+from graphopt.model_io import (
+    model_file,
+    resolve_model,
+    save_model,
+    stored_size_bytes,
+    zoo_name,
+)
 from graphopt.pass_api import get_preset, pass_names
 from graphopt.pass_context import PassContext
 from graphopt.pipeline import Pipeline
@@ -279,32 +288,52 @@ def _record(planned: PlannedCell, status: str, suite: Suite, **fields) -> dict:
             **fields}
 
 
-def _optimized(planned: PlannedCell, suite: Suite, folder: Path) -> tuple[Path, dict]:
-    """The model through the cell's pipeline, saved in ``folder``; a summary of the run."""
+def _first_samples(data: SampleData, count: int) -> dict[str, np.ndarray]:
+    """The first ``count`` samples of ``data`` as one feed."""
+    batches = list(data.subset(np.arange(min(count, data.samples))))
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+def _optimized(planned: PlannedCell, suite: Suite,
+               folder: Path) -> tuple[Path, dict, dict[str, np.ndarray] | None]:
+    """The model file after the cell's pipeline (saved in ``folder``; the input file itself
+    for ``none``), a summary of the run, and the benchmark inputs: the first samples of the
+    verification data when the model has data (``calib``, ``zoo:digits``), else ``None``
+    (seeded random inputs)."""
     model = planned.model
+    source = model_file(model.spec)  # zoo models too: materialised in the cache
     loaded = resolve_model(model.spec)
-    input_size = stored_size_bytes(model.spec, loaded)
+    input_size = stored_size_bytes(source, loaded if zoo_name(model.spec) is None else None)
     summary: dict = {"name": planned.cell.pipeline, "spec": planned.cell.pipeline_spec,
                      "input_size_bytes": input_size}
-    if planned.cell.pipeline_spec:
-        seed = planned.timing.seed
-        data = resolve_run_data(loaded, model.spec, calib=model.calib, seed=seed)
-        report = Pipeline.from_spec(planned.cell.pipeline_spec).run(
-            loaded, inputs=data.verification, budget=Budget.parse(suite.budget),
-            on_budget="warn", context=PassContext(calibration=data.calibration,
-                                                  evaluator=data.evaluator, seed=seed))
-        summary.update(
-            passes=[p.name for p in report.passes],
-            warnings=list(report.warnings),
-            fidelity=None if report.fidelity is None else report.fidelity.to_dict(),
-            accuracy_before=report.accuracy_before,
-            accuracy_after=report.accuracy_after,
-            accuracy_data=report.accuracy_data,
-        )
+    seed = planned.timing.seed
+    data = resolve_run_data(loaded, model.spec, calib=model.calib, seed=seed)
+    feed = None
+    if isinstance(data.verification, SampleData) and data.verification.samples:
+        feed = _first_samples(data.verification, planned.timing.batch_size)
+        summary["benchmark_inputs"] = data.verification.description
+    if not planned.cell.pipeline_spec:
+        accuracy = None if data.evaluator is None else data.evaluator.accuracy(loaded)
+        summary.update(output_size_bytes=input_size, size_ratio=1.0, accuracy_after=accuracy,
+                       accuracy_data=None if data.evaluator is None
+                       else data.evaluator.description)
+        return source, summary, feed
+    report = Pipeline.from_spec(planned.cell.pipeline_spec).run(
+        loaded, inputs=data.verification, budget=Budget.parse(suite.budget),
+        on_budget="warn", context=PassContext(calibration=data.calibration,
+                                              evaluator=data.evaluator, seed=seed))
+    summary.update(
+        passes=[p.name for p in report.passes],
+        warnings=list(report.warnings),
+        fidelity=None if report.fidelity is None else report.fidelity.to_dict(),
+        accuracy_before=report.accuracy_before,
+        accuracy_after=report.accuracy_after,
+        accuracy_data=report.accuracy_data,
+    )
     path = save_model(loaded, folder / "model.onnx")
     summary["output_size_bytes"] = stored_size_bytes(path)
     summary["size_ratio"] = summary["output_size_bytes"] / input_size if input_size else None
-    return path, summary
+    return path, summary, feed
 
 
 def run_suite(
@@ -344,7 +373,7 @@ def run_suite(
     for group in groups.values():
         with scratch_dir() as folder:
             try:
-                path, summary = _optimized(group[0], suite, folder)
+                path, summary, feed = _optimized(group[0], suite, folder)
                 reference = resolve_model(group[0].model.spec)
             except Exception as exc:  # a pass's own bug must not end the sweep either
                 logger.debug("pipeline %s failed", group[0].cell.pipeline, exc_info=True)
@@ -356,15 +385,16 @@ def run_suite(
             for planned in group:
                 if on_start is not None:
                     on_start(planned)
-                _measure(planned, path, reference, summary, done)
+                _measure(planned, path, reference, feed, summary, done)
     return run
 
 
-def _measure(planned: PlannedCell, path: Path, reference, summary: dict, done) -> None:
+def _measure(planned: PlannedCell, path: Path, reference, feed, summary: dict,
+             done) -> None:
     timing = planned.timing
     try:
         result = benchmark(
-            path, planned.cell.backend, reference=reference,
+            path, planned.cell.backend, reference=reference, inputs=feed,
             label=f"{planned.model.label} [{planned.cell.pipeline}]", config=timing.config(),
             sessions=timing.sessions, batch_size=timing.batch_size, threads=timing.threads,
             pin=timing.pin, energy=timing.energy, seed=timing.seed,
