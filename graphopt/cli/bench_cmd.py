@@ -4,7 +4,12 @@ With more than one (model, backend) pair, the first pair is the baseline and eve
 is also measured paired against it (:mod:`graphopt.backends.paired`): all runners alive,
 short blocks in a balanced random order, a bootstrap CI of the speedup and a verdict, shown
 in the table's speedup column and written to the JSON (``paired`` and each result's
-``speedup_vs_baseline``).
+``speedup_vs_baseline``). The measuring is :func:`graphopt.harness.pairs.run_pairs`; this
+module parses and prints.
+
+``--suite FILE`` runs a benchmark suite instead (:mod:`graphopt.harness.suite`) into a
+resumable result store (``--results``, :mod:`graphopt.harness.store`) with a progress bar of
+cells done, left and the time remaining.
 """
 
 from __future__ import annotations
@@ -45,7 +50,6 @@ logger = logging.getLogger(__name__)
 ENERGY_CHOICES = ENERGY_PREFERENCES
 DEFAULT_DURATION = 2.0
 DEFAULT_MIN_ITERATIONS = 50
-_MAX_WARMUP_SECONDS = 10.0
 SUITE_RESULTS_DIR = "bench/results"
 _ENERGY_UNITS = ((1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ"))
 
@@ -216,7 +220,7 @@ def bench(
     the others are also measured paired against it (speedup with a CI and a verdict).
     With --suite: a whole suite into a resumable result store."""
     from graphopt.backends.paired import PairedConfig
-    from graphopt.backends.timing import TimingConfig
+    from graphopt.harness.benchmark import timing_config
     from graphopt.harness.pairs import run_pairs
 
     set_debug(debug)
@@ -248,10 +252,7 @@ def bench(
     _check_backends(specs)
     check_output_paths({"--json": json_file},
                        reads=[path for model in models for path in model_files(model)])
-    config = TimingConfig(
-        min_iterations=min_iterations, min_seconds=duration,
-        warmup_max_seconds=min(_MAX_WARMUP_SECONDS, max(1.0, 2 * duration)),
-    )
+    config = timing_config(duration, min_iterations)
 
     def on_failure(failure: dict) -> None:
         err_console.print(f"[red]failed:[/] {escape(failure['model'])} on"

@@ -53,9 +53,10 @@ from graphopt.errors import GraphoptError
 from graphopt.model_io import model_file, resolve_model, save_model
 from graphopt.verify import Fidelity, OutputFidelity, compare_outputs, random_inputs
 
-__all__ = ["BenchmarkResult", "benchmark", "ORACLE_REFERENCE"]
+__all__ = ["BenchmarkResult", "benchmark", "timing_config", "ORACLE_REFERENCE"]
 
 ORACLE_REFERENCE = "onnxruntime CPU fp32, graph optimizations off, same inputs"
+MAX_WARMUP_SECONDS = 10.0
 
 ModelLike = str | os.PathLike | ir.Model
 Reference = ModelLike | Mapping[str, np.ndarray]
@@ -241,6 +242,13 @@ def _timing_from_dict(data: Mapping) -> TimingResult:
         samples_session=groups,
         sessions=sessions,
     )
+
+
+def timing_config(duration: float, min_iterations: int) -> TimingConfig:
+    """The timed budget of ``graphopt bench`` and of suites: at least ``duration`` seconds
+    and ``min_iterations`` calls, warm-up allowed twice the duration (1 to 10 s)."""
+    return TimingConfig(min_iterations=min_iterations, min_seconds=duration,
+                        warmup_max_seconds=min(MAX_WARMUP_SECONDS, max(1.0, 2 * duration)))
 
 
 def _feed_batch(feed: Mapping[str, np.ndarray]) -> int | None:

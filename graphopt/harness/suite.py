@@ -49,7 +49,7 @@ from graphopt.backends.timing import TimingConfig
 from graphopt.budget import Budget
 from graphopt.calibration import SampleData
 from graphopt.errors import GraphoptError, reason_line
-from graphopt.harness.benchmark import benchmark
+from graphopt.harness.benchmark import benchmark, timing_config
 from graphopt.harness.store import Cell, ResultStore, model_digest
 from graphopt.model_io import (
     model_file,
@@ -76,7 +76,6 @@ logger = logging.getLogger(__name__)
 
 NO_PIPELINE = "none"
 """The pipeline name for the model as given."""
-_MAX_WARMUP_SECONDS = 10.0
 _TOP_KEYS = {"name", "description", "models", "pipelines", "backends", "options",
              "pipeline_specs", "timing", "budget"}
 
@@ -96,9 +95,7 @@ class SuiteTiming:
     pin: bool | None = None
 
     def config(self) -> TimingConfig:
-        return TimingConfig(min_iterations=self.min_iterations, min_seconds=self.duration,
-                            warmup_max_seconds=min(_MAX_WARMUP_SECONDS,
-                                                   max(0.2, 2 * self.duration)))
+        return timing_config(self.duration, self.min_iterations)
 
 
 @dataclasses.dataclass(frozen=True)
