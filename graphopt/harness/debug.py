@@ -8,13 +8,15 @@ backends) and some inputs, :func:`debug_models` answers in up to four steps:
    order, SQNR / cosine / max error, with the first tensor below the threshold and the worst
    one. Tensors are exposed in chunks of at most ``chunk_bytes`` per side, so memory stays at
    one run plus one chunk whatever the model's size (2 runs per chunk);
-3. **bisection** (when the outputs diverge): the candidate runs from a cut on, fed the
+3. **bisection** (when something diverges): the candidate runs from a cut on, fed the
    reference's tensors at the cut (:meth:`PreparedModel.starting_at`). A fault before the cut
-   is bypassed, one after it is not, so "the output still diverges" is monotone along the
-   graph: a binary search finds the last cut from which the candidate's own computation
-   still breaks the output, and the nodes up to the next valid cut are the culprit, in
+   is bypassed, one after it is not, so "the run from the cut still makes at least
+   ``BISECT_SHARE`` of the full output error power" holds up to the faulty node and not after
+   it: a binary search finds the last cut from which the candidate's own computation still
+   carries most of the error, and the nodes up to the next valid cut are the culprit, in
    ``ceil(log2(cuts))`` candidate runs (each with one reference run that yields the cut's
-   tensors);
+   tensors). With an error spread over many nodes (another precision) it names the node
+   after which less than that share remains;
 4. **Q/DQ contributions** (candidates with activation Q/DQ pairs whose outputs diverge):
    each pair disabled in turn (its readers read the float tensor), the share of the final
    error power that disappears with it, ranked; the pairs that carry most of it become a
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_MAX_PAIRS",
     "KEEP_SHARE",
+    "BISECT_SHARE",
     "DebugConfig",
     "TensorRow",
     "Bisection",
@@ -63,6 +66,9 @@ DEFAULT_THRESHOLD_DB = 30.0
 DEFAULT_CHUNK_BYTES = 64 << 20
 DEFAULT_MAX_PAIRS = 24
 KEEP_SHARE = 0.1
+BISECT_SHARE = 0.5
+"""A run from a cut on that makes at least this share of the full output error power still
+"diverges" (bisection)."""
 """A Q/DQ pair whose removal takes away at least this share of the final error power is
 suggested to stay float."""
 _LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -242,6 +248,15 @@ def _noise_power(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.n
     return total
 
 
+def _share(noise: float, full: float) -> float:
+    """``noise`` as a share of ``full`` (error powers; an infinite one is all of it)."""
+    if full <= 0:
+        return 0.0
+    if math.isinf(full):
+        return 1.0 if math.isinf(noise) else 0.0
+    return noise / full
+
+
 class _Session:
     """The state of one debugging run: both prepared models, executors, feeds, reference
     outputs."""
@@ -263,7 +278,8 @@ class _Session:
         cand_runs = _fetch(cand_exec, candidate, candidate.outputs, feeds)
         self.cand_outputs = _join(cand_runs, candidate.outputs)
         self.outputs = compare_outputs(self.ref_outputs, self.cand_outputs)
-        self.full_noise = _noise_power(self.ref_outputs, self.cand_outputs)
+        self.full_noise = (math.inf if self.outputs.nonfinite_mismatch
+                           else _noise_power(self.ref_outputs, self.cand_outputs))
 
     # -- sweep -----------------------------------------------------------------------------
 
@@ -323,17 +339,20 @@ class _Session:
                 names[name] = ref_inputs[index]
         return names
 
-    def _diverges(self, outputs: Mapping[str, np.ndarray]) -> tuple[bool, float]:
+    def _diverges(self, outputs: Mapping[str, np.ndarray]) -> tuple[bool, float, float]:
+        """(diverges, output SQNR, share of the full error power) of a run from a cut."""
         fidelity = compare_outputs(self.ref_outputs, outputs)
-        bad = fidelity.sqnr_db < self.config.threshold_db or fidelity.nonfinite_mismatch > 0
-        return bad, fidelity.sqnr_db
+        if fidelity.nonfinite_mismatch:
+            return True, fidelity.sqnr_db, 1.0
+        share = _share(_noise_power(self.ref_outputs, outputs), self.full_noise)
+        return share >= BISECT_SHARE, fidelity.sqnr_db, share
 
     def bisect(self) -> Bisection | None:
         to_ref = self._reference_names()
         count = len(self.cand.order)
         valid = [p for p in range(count + 1)
                  if all(v in to_ref for v in self.cand.cut_values(p))]
-        if len(valid) < 2 or valid[0] != 0:
+        if self.full_noise <= 0 or len(valid) < 2 or valid[0] != 0:
             logger.info("bisection: the candidate's inputs have no reference counterpart")
             return None
         ref_before, cand_before = self.ref_exec.runs, self.cand_exec.runs
@@ -343,10 +362,10 @@ class _Session:
             mid = (low + high) // 2
             position = valid[mid]
             self.progress(f"bisection: cut at position {position} of {count}")
-            bad, sqnr = self._run_from(position, to_ref)
+            bad, sqnr, share = self._run_from(position, to_ref)
             node = self.cand.node_name(self.cand.order[position])
             steps.append({"position": position, "node": node, "output_sqnr_db": _sqnr_json(sqnr),
-                          "diverges": bad})
+                          "error_share": share, "diverges": bad})
             low, high = (mid, high) if bad else (low, mid)
         span = [self.cand.order[p] for p in range(valid[low], valid[high])]
         return Bisection(
@@ -355,7 +374,8 @@ class _Session:
             cut_positions=len(valid), candidate_runs=self.cand_exec.runs - cand_before,
             reference_runs=self.ref_exec.runs - ref_before, steps=tuple(steps))
 
-    def _run_from(self, position: int, to_ref: Mapping[str, str]) -> tuple[bool, float]:
+    def _run_from(self, position: int,
+                  to_ref: Mapping[str, str]) -> tuple[bool, float, float]:
         cut = self.cand.cut_values(position)
         ref_runs = _fetch(self.ref_exec, self.ref, [to_ref[v] for v in cut], self.feeds)
         fed = [{**feed, **{v: run[to_ref[v]] for v in cut}}
@@ -378,12 +398,12 @@ class _Session:
             self.progress(f"Q/DQ pairs: {number} of {len(pairs)} disabled in turn")
             outputs = _join(self.cand_exec.run(self.cand.bypassing([pair]), self.feeds),
                             self.cand.outputs)
-            noise = _noise_power(self.ref_outputs, outputs)
-            share = (self.full_noise - noise) / self.full_noise if self.full_noise > 0 else 0.0
+            fidelity = compare_outputs(self.ref_outputs, outputs)
+            noise = math.inf if fidelity.nonfinite_mismatch else _noise_power(
+                self.ref_outputs, outputs)
             results.append(PairContribution(
-                pair.name, pair.before, self._layers(pair),
-                compare_outputs(self.ref_outputs, outputs).sqnr_db, share,
-                injected.get(pair.before)))
+                pair.name, pair.before, self._layers(pair), fidelity.sqnr_db,
+                1.0 - _share(noise, self.full_noise), injected.get(pair.before)))
         results.sort(key=lambda c: c.share, reverse=True)
         return results
 
@@ -444,7 +464,8 @@ def debug_models(
                            feeds, config, say)
         rows = session.sweep() if config.sweep else []
         diverges = (session.outputs.sqnr_db < config.threshold_db
-                    or session.outputs.nonfinite_mismatch > 0)
+                    or session.outputs.nonfinite_mismatch > 0
+                    or any(r.below(config.threshold_db) for r in rows))
         bisection = session.bisect() if config.bisect and diverges else None
         contributions = session.contributions(rows) if cand.pairs and diverges else []
         return DebugReport(
