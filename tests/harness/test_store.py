@@ -74,7 +74,7 @@ def _writer(path: str, writer: int, count: int) -> None:
 
 def test_concurrent_writers_never_interleave_lines(tmp_path):
     path = str(tmp_path / "r.jsonl")
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # quick: the child only appends
     workers = [context.Process(target=_writer, args=(path, w, 40)) for w in range(4)]
     for worker in workers:
         worker.start()
