@@ -408,17 +408,19 @@ class _Session:
         return results
 
     def _layers(self, pair: QdqPair) -> tuple[str, ...]:
-        """The node names ``quantize(keep=...)`` takes for this pair: the weighted layers
-        writing or reading the tensor, else the node writing it."""
-        cand = self.cand
-        around = []
-        producer = cand.producer.get(pair.before)
-        if producer is not None:
-            around.append(producer)
-        around += cand.readers.get(pair.after, [])
-        layers = [cand.node_name(i) for i in around if cand.nodes[i].op_type in _LAYER_OPS]
-        if not layers and producer is not None:
-            layers = [cand.node_name(producer)]
+        """The reference's node names ``quantize(keep=...)`` takes for this pair: the
+        weighted layers writing or reading the tensor, else the node writing it."""
+        ref, cand = self.ref, self.cand
+        ref_names = {node.name for node in ref.nodes if node.name}
+        to_ref = {m.before_qdq: m.reference for m in self.matches if m.before_qdq}
+        writer = ref.producer.get(to_ref.get(pair.before, ""))
+        layers = []
+        if writer is not None and ref.nodes[writer].op_type in _LAYER_OPS:
+            layers.append(ref.node_name(writer))
+        layers += [cand.nodes[i].name for i in cand.readers.get(pair.after, [])
+                   if cand.nodes[i].op_type in _LAYER_OPS and cand.nodes[i].name in ref_names]
+        if not layers and writer is not None:
+            layers = [ref.node_name(writer)]
         return tuple(dict.fromkeys(layers))
 
 
