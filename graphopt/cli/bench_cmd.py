@@ -39,7 +39,7 @@ from graphopt.backends.paired import (
 )
 from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_backend_list
 from graphopt.budget import Budget
-from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
+from graphopt.cli.app import DebugOption, Interrupted, app, console, err_console, set_debug
 from graphopt.errors import BackendUnavailableError, GraphoptError
 from graphopt.output_paths import check_output_paths, model_files
 
@@ -212,6 +212,9 @@ def bench(
     results: Annotated[Path | None, typer.Option(
         help="With --suite: the JSON-lines result store (default"
              f" {SUITE_RESULTS_DIR}/SUITE.jsonl).")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="With --suite: measure the cells that failed before again.")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Measure models on backends: latency percentiles with a CI of the median, sync and
@@ -224,13 +227,13 @@ def bench(
     from graphopt.harness.pairs import run_pairs
 
     set_debug(debug)
-    if suite is not None or results is not None:
+    if suite is not None or results is not None or retry_failed:
         if suite is None:
-            raise GraphoptError("--results goes with --suite")
+            raise GraphoptError("--results and --retry-failed go with --suite")
         if models or json_file is not None:
             raise GraphoptError("--suite runs the models of the suite file: give no MODEL"
                                 " and no --json (results go to --results)")
-        _run_suite(suite, results)
+        _run_suite(suite, results, retry_failed=retry_failed)
         return
     if not models:
         raise GraphoptError("give MODEL... to measure, or --suite FILE")
@@ -368,18 +371,19 @@ def _print_notes(results: list, sessions: int) -> None:
     )
 
 
-def _run_suite(path: Path, results: Path | None) -> None:
+def _run_suite(path: Path, results: Path | None, *, retry_failed: bool) -> None:
     """``graphopt bench --suite``: plan, resume, measure with a progress bar, summarise."""
     from rich.progress import MofNCompleteColumn, TimeRemainingColumn
 
-    from graphopt.harness.store import ResultStore
+    from graphopt.harness.store import FINISHED, ResultStore
     from graphopt.harness.suite import load_suite, plan, run_suite
 
     suite = load_suite(path)
     store = ResultStore(results or Path(SUITE_RESULTS_DIR) / f"{path.stem}.jsonl")
     cells = plan(suite)
-    finished = store.finished()
-    resumed = sum(c.cell.key in finished for c in cells)
+    latest = store.latest()
+    resumed = sum(latest.get(c.cell.key, {}).get("status") in
+                  (("ok",) if retry_failed else FINISHED) for c in cells)
     console.print(f"suite {suite.name}: {len(cells)} cells, {resumed} finished before,"
                   f" results in {store.path}", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -401,7 +405,13 @@ def _run_suite(path: Path, results: Path | None) -> None:
                 err_console.print(f"[red]failed:[/] {escape(planned.cell.name)}",
                                   highlight=False, soft_wrap=True)
 
-        run = run_suite(suite, store, cells=cells, on_start=on_start, on_cell=on_cell)
+        try:
+            run = run_suite(suite, store, cells=cells, on_start=on_start, on_cell=on_cell,
+                            retry_failed=retry_failed)
+        except Interrupted:
+            err_console.print(f"{counted[0]} of {len(cells)} cells are in {store.path}; the"
+                              " same command resumes the suite", highlight=False)
+            raise
     _print_suite_summary(store, cells)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(run.counts.items()))
     console.print(f"suite {suite.name}: {counts}; results in {store.path}", highlight=False)

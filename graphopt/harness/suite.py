@@ -340,12 +340,16 @@ def run_suite(
     cells: Sequence[PlannedCell] | None = None,
     on_start: StartCallback | None = None,
     on_cell: CellCallback | None = None,
+    retry_failed: bool = False,
 ) -> SuiteRun:
     """Measure every cell of ``suite`` (or ``cells``, from :func:`plan`) that ``store`` has
-    not finished, appending a record per cell as it ends (module docstring)."""
+    not finished, appending a record per cell as it ends (module docstring).
+    ``retry_failed`` measures failed cells again (a fixed pass keeps its spec and key)."""
     cells = plan(suite) if cells is None else list(cells)
     latest = store.latest()
     finished = store.finished()
+    if retry_failed:
+        finished = {key for key in finished if latest[key].get("status") != "failed"}
     run = SuiteRun(total=len(cells))
 
     def done(planned: PlannedCell, status: str, **fields) -> None:

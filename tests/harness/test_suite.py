@@ -117,24 +117,55 @@ def test_the_cli_runs_a_suite_into_its_store(tmp_path, run_cli):
     assert code == 2 and "give no MODEL" in err
 
 
-def test_a_sweep_killed_mid_run_resumes_without_redoing_finished_cells(tmp_path):
+def test_failed_cells_are_finished_unless_retried(tmp_path, monkeypatch):
+    from graphopt.harness import suite as suite_module
+
+    real = suite_module.benchmark
+
+    def broken(*args, **kwargs):
+        raise GraphoptError("the runtime fell over")
+
     path = _suite(tmp_path, """
-        models = ["zoo:tiny_cnn", "zoo:mlp"]
-        pipelines = ["none", "lossless"]
+        models = ["zoo:mlp"]
+        pipelines = ["none"]
         backends = ["ort-cpu"]
-        options = [{threads = 1}, {threads = 2}]
-    """, timing=FAST_TIMING.replace("0.02", "0.3"))
-    results = tmp_path / "r.jsonl"
+    """)
+    store = ResultStore(tmp_path / "r.jsonl")
+    monkeypatch.setattr(suite_module, "benchmark", broken)
+    assert run_suite(load_suite(path), store).counts == {"failed": 1}
+    assert store.records()[-1]["error"] == "the runtime fell over"
+    monkeypatch.setattr(suite_module, "benchmark", real)
+    assert run_suite(load_suite(path), store).counts == {"resumed": 1}
+    assert run_suite(load_suite(path), store, retry_failed=True).counts == {"ok": 1}
+
+
+def _start_sweep(path: Path, results: Path, wait_for_lines: int) -> subprocess.Popen:
     command = [sys.executable, "-c", "from graphopt.cli import main; main()", "bench",
                "--suite", str(path), "--results", str(results)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "COLUMNS": "120"})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        if results.exists() and results.read_bytes().count(b"\n") >= 2:
+        if results.exists() and results.read_bytes().count(b"\n") >= wait_for_lines:
             break
         time.sleep(0.01)
     assert process.poll() is None, process.stderr.read().decode()
+    return process
+
+
+def test_a_sweep_killed_mid_run_resumes_without_redoing_finished_cells(tmp_path):
+    path = _suite(tmp_path, """
+        models = ["zoo:tiny_cnn", "zoo:mlp"]
+        pipelines = ["none", "lossless"]
+        backends = ["ort-cpu"]
+        options = [{threads = 1}, {threads = 2}]
+    """, timing=FAST_TIMING.replace("0.02", "0.15"))
+    results = tmp_path / "r.jsonl"
+    process = _start_sweep(path, results, 1)  # Ctrl-C: says how to resume
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and b"the same command resumes" in err
+    process = _start_sweep(path, results, len(ResultStore(results).records()) + 1)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     before = ResultStore(results).records()
