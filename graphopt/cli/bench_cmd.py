@@ -41,7 +41,7 @@ from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_b
 from graphopt.budget import Budget
 from graphopt.cli.app import DebugOption, Interrupted, app, console, err_console, set_debug
 from graphopt.errors import BackendUnavailableError, GraphoptError
-from graphopt.output_paths import check_output_paths, model_files
+from graphopt.output_paths import check_output_paths, data_files, model_files
 
 __all__ = ["bench"]
 
@@ -380,6 +380,12 @@ def _run_suite(path: Path, results: Path | None, *, retry_failed: bool) -> None:
 
     suite = load_suite(path)
     store = ResultStore(results or Path(SUITE_RESULTS_DIR) / f"{path.stem}.jsonl")
+    reads = [path]
+    for model in suite.models:
+        with contextlib.suppress(GraphoptError):  # an unreadable model becomes a skipped cell
+            reads += model_files(model.spec)
+        reads += data_files(model.calib)
+    check_output_paths({"--results": store.path}, reads=reads)
     cells = plan(suite)
     latest = store.latest()
     resumed = sum(latest.get(c.cell.key, {}).get("status") in

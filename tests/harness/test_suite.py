@@ -115,6 +115,8 @@ def test_the_cli_runs_a_suite_into_its_store(tmp_path, run_cli):
     assert code == 0 and "4 resumed" in stdout
     code, _, err = run_cli("bench", "zoo:mlp", "--suite", str(TINY))
     assert code == 2 and "give no MODEL" in err
+    code, _, err = run_cli("bench", "--suite", str(TINY), "--results", str(TINY))
+    assert code == 2 and "refusing to write over" in err
 
 
 def test_failed_cells_are_finished_unless_retried(tmp_path, monkeypatch):
