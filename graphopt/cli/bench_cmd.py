@@ -375,7 +375,7 @@ def _run_suite(path: Path, results: Path | None, *, retry_failed: bool) -> None:
     """``graphopt bench --suite``: plan, resume, measure with a progress bar, summarise."""
     from rich.progress import MofNCompleteColumn, TimeRemainingColumn
 
-    from graphopt.harness.store import FINISHED, ResultStore
+    from graphopt.harness.store import ResultStore
     from graphopt.harness.suite import load_suite, plan, run_suite
 
     suite = load_suite(path)
@@ -387,9 +387,8 @@ def _run_suite(path: Path, results: Path | None, *, retry_failed: bool) -> None:
         reads += data_files(model.calib)
     check_output_paths({"--results": store.path}, reads=reads)
     cells = plan(suite)
-    latest = store.latest()
-    resumed = sum(latest.get(c.cell.key, {}).get("status") in
-                  (("ok",) if retry_failed else FINISHED) for c in cells)
+    finished = store.finished(retry_failed=retry_failed)
+    resumed = sum(c.cell.key in finished for c in cells)
     console.print(f"suite {suite.name}: {len(cells)} cells, {resumed} finished before,"
                   f" results in {store.path}", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -138,9 +138,10 @@ class ResultStore:
         """Key -> the last record written for it."""
         return {record["key"]: record for record in self.records()}
 
-    def finished(self) -> set[str]:
-        """Keys of the cells a resumed sweep skips."""
-        return {key for key, r in self.latest().items() if r.get("status") in FINISHED}
+    def finished(self, *, retry_failed: bool = False) -> set[str]:
+        """Keys of the cells a resumed sweep skips (``retry_failed``: only the ``ok`` ones)."""
+        statuses = ("ok",) if retry_failed else FINISHED
+        return {key for key, r in self.latest().items() if r.get("status") in statuses}
 
     def append(self, record: Mapping) -> None:
         """Add one record (a JSON object with a ``key``) as one line."""

@@ -347,9 +347,7 @@ def run_suite(
     ``retry_failed`` measures failed cells again (a fixed pass keeps its spec and key)."""
     cells = plan(suite) if cells is None else list(cells)
     latest = store.latest()
-    finished = store.finished()
-    if retry_failed:
-        finished = {key for key in finished if latest[key].get("status") != "failed"}
+    finished = store.finished(retry_failed=retry_failed)
     run = SuiteRun(total=len(cells))
 
     def done(planned: PlannedCell, status: str, **fields) -> None:

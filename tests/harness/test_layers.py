@@ -6,6 +6,7 @@ Read from the source (ast), not by importing, so a function-local import counts 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+@functools.cache
 def _imports(module: str, path: Path) -> list[tuple[str, bool]]:
     """(imported module, imported inside a function) for every import in ``path``."""
     tree = ast.parse(path.read_text(), filename=str(path))

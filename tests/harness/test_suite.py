@@ -161,7 +161,7 @@ def test_a_sweep_killed_mid_run_resumes_without_redoing_finished_cells(tmp_path)
         pipelines = ["none", "lossless"]
         backends = ["ort-cpu"]
         options = [{threads = 1}, {threads = 2}]
-    """, timing=FAST_TIMING.replace("0.02", "0.15"))
+    """, timing=FAST_TIMING.replace("0.02", "0.1"))
     results = tmp_path / "r.jsonl"
     process = _start_sweep(path, results, 1)  # Ctrl-C: says how to resume
     process.send_signal(signal.SIGINT)
