@@ -36,7 +36,7 @@ MAX_LS_FEATURES = 4608
 """Input features (channels x kernel taps) up to which a layer is refitted by least squares."""
 ROWS_PER_BATCH = 2048
 """Patch rows sampled from each calibration batch per layer."""
-_RIDGE = 1e-9
+_RIDGE = 1e-6
 
 
 @dataclasses.dataclass
