@@ -48,6 +48,7 @@ class QdqPair:
     before: str
     after: str
     name: str  # the QuantizeLinear node's name
+    one_sided: bool = False  # zero point at the type's minimum: the pair clamps at 0 (ReLU)
 
 
 class PreparedModel:
@@ -103,8 +104,22 @@ class PreparedModel:
                 if self.nodes[reader].op_type == "DequantizeLinear":
                     pairs.append(QdqPair(index, reader, node.input[0],
                                          self.nodes[reader].output[0],
-                                         node.name or node.output[0]))
+                                         node.name or node.output[0], self._one_sided(node)))
         return pairs
+
+    def _one_sided(self, quantize: onnx.NodeProto) -> bool:
+        """Whether the QuantizeLinear's zero point is its type's minimum (a quantizer that
+        removed a ReLU writes such a pair: the clamp at the minimum computes the ReLU)."""
+        if len(quantize.input) < 3 or not quantize.input[2]:
+            return True  # no zero point: uint8, zero point 0
+        tensor = next((t for t in self.proto.graph.initializer if t.name == quantize.input[2]),
+                      None)
+        if tensor is None or tensor.data_location == onnx.TensorProto.EXTERNAL:
+            return False
+        zero = onnx.numpy_helper.to_array(tensor)
+        if not np.issubdtype(zero.dtype, np.integer):
+            return False
+        return bool(np.all(zero == np.iinfo(zero.dtype).min))
 
     def _value_info(self) -> dict[str, onnx.ValueInfoProto]:
         try:
@@ -200,24 +215,18 @@ class PreparedModel:
         return proto
 
     def bypassing(self, pairs: Iterable[QdqPair]) -> onnx.ModelProto:
-        """The model with each pair's readers reading the float tensor instead (the pair
-        computes nothing any more); an ``after`` that is a graph output keeps its name."""
+        """The model with each pair replaced by the float operation it stands for: a ReLU
+        for a one-sided pair (the clamp at 0 is the model's ReLU when a quantizer removed
+        it, and changes nothing on non-negative data), an Identity otherwise. Only the
+        rounding and the range's upper clipping are gone; names are kept."""
         proto = self._copy()
         graph = proto.graph
-        drop: set[int] = set()
-        for pair in pairs:
-            drop.update((pair.quantize, pair.dequantize))
-            after_is_output = pair.after in self.outputs
-            old, new = (pair.before, pair.after) if after_is_output else (pair.after, pair.before)
-            for node in graph.node:
-                for slot, name in enumerate(node.input):
-                    if name == old:
-                        node.input[slot] = new
-                if after_is_output:
-                    for slot, name in enumerate(node.output):
-                        if name == old:
-                            node.output[slot] = new
-        kept = [node for index, node in enumerate(graph.node) if index not in drop]
+        replace: dict[int, onnx.NodeProto] = {}
+        for pair in pairs:  # in the DequantizeLinear's place: the Q may feed other pairs
+            op = "Relu" if pair.one_sided else "Identity"
+            replace[pair.dequantize] = onnx.helper.make_node(
+                op, [pair.before], [pair.after], name=f"{pair.name}_disabled")
+        kept = [replace.get(index, node) for index, node in enumerate(graph.node)]
         del graph.node[:]
         graph.node.extend(kept)
         return proto

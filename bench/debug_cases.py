@@ -1,0 +1,332 @@
+"""``graphopt debug`` on the cases it was built for, with the figures they call for.
+
+Cases (``--cases``, comma-separated; all by default):
+
+- ``faults``: one fault (a wrong bias, two swapped output channels, a weight scaled by 1.1)
+  planted in the middle eligible node of zoo resnet50, zoo densenet121, the trained digits
+  classifier and the trained ultraface-rfb320 detector (../shared/models); is the node named
+  exactly, and in how many candidate runs against log2(N)+2;
+- ``memory``: peak RSS of a whole ``graphopt debug`` run on a planted fault (sweep, bisection)
+  against one plain inference of the same model, each in a fresh child process
+  (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at its end, the same imports in both);
+- ``lossless``: graphopt's lossless preset on zoo resnet50 against the original;
+- ``inception``: onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8
+  activations, MinMax) on zoo inception_v2 after graphopt's opset upgrade to 13, calibrated
+  on 32 crops of real photos; the Q/DQ pairs carrying the error, ranked;
+- ``nncf``: NNCF's ``nncf.quantize`` on zoo shufflenet (opset upgraded to 13 first: NNCF
+  refuses opsets below 10; same 32 crops), run on openvino-cpu
+  against the reference onnxruntime: the first diverging tensor and the node bisection names.
+
+Fidelity is measured on 4 other crops (the ``faults`` case on seeded random inputs for the
+zoo nets, real test images for digits and ultraface). No timings are printed.
+
+    .venv/bin/python bench/debug_cases.py [--cases faults,inception] [--json out.json]
+
+``nncf`` needs ``pip install nncf`` (the ``peers`` extra); the case is skipped without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from graphopt import zoo
+from graphopt.backends.registry import parse_backend
+from graphopt.feeds import random_inputs
+from graphopt.harness.debug import DebugConfig, DebugReport, debug_models
+from graphopt.harness.debug_faults import FAULT_KINDS, plant_fault
+from graphopt.model_io import load_model, resolve_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
+ULTRAFACE = SHARED / "ultraface-rfb320" / "ultraface-rfb320.onnx"
+FAULT_MODELS = ("resnet50", "densenet121", "digits", "ultraface-rfb320")
+CASES = ("faults", "memory", "lossless", "inception", "nncf")
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def _photos():
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    images = [Image.fromarray(a) for a in load_sample_images().images]
+    for name in ("images/cat.jpg", "images/dog.jpg", "ultraface-rfb320/satya.jpg",
+                 "ultraface-rfb320/wolves.jpg"):
+        images.append(Image.open(SHARED / name).convert("RGB"))
+    return images
+
+
+def photo_crops(count: int, seed: int, size: int = 224) -> list[np.ndarray]:
+    """``count`` random square crops of the photos, ImageNet-normalised, [1, 3, size, size]."""
+    rng = np.random.default_rng(seed)
+    images, crops = _photos(), []
+    for index in range(count):
+        image = images[index % len(images)]
+        width, height = image.size
+        side = int(min(width, height) * rng.uniform(0.4, 1.0))
+        x, y = rng.integers(0, width - side + 1), rng.integers(0, height - side + 1)
+        pixels = np.asarray(image.crop((x, y, x + side, y + side)).resize((size, size)),
+                            np.float32) / 255
+        crops.append(((pixels - _MEAN) / _STD).transpose(2, 0, 1)[None].astype(np.float32))
+    return crops
+
+
+def _ultraface_feed() -> dict[str, np.ndarray]:
+    from PIL import Image
+
+    image = Image.open(SHARED / "ultraface-rfb320" / "satya.jpg").convert("RGB")
+    pixels = np.asarray(image.resize((320, 240)), np.float32)
+    return {"input": ((pixels - 127) / 128).transpose(2, 0, 1)[None].astype(np.float32)}
+
+
+def fault_model(name: str):
+    """(model loader, feeds) of a fault case."""
+    if name == "ultraface-rfb320":
+        return (lambda: load_model(ULTRAFACE)), [_ultraface_feed()]
+    if name == "digits":
+        x, _ = zoo.digits_test_data()
+        return (lambda: resolve_model("zoo:digits")), [{"input": x[:4]}]
+    model = resolve_model(f"zoo:{name}")
+    return (lambda: resolve_model(f"zoo:{name}")), [random_inputs(model, seed=0)]
+
+
+# -- cases -----------------------------------------------------------------------------------
+
+def _culprit(report: DebugReport) -> str:
+    b = report.bisection
+    return "-" if b is None else ", ".join(f"{n} ({op})" for n, op in
+                                           zip(b.culprit, b.culprit_ops, strict=True))
+
+
+def _db(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.1f}"
+
+
+def case_faults(results: dict) -> None:
+    print("## planted faults: located by bisection\n")
+    print("| model | N nodes | fault | planted in | output dB | named | exact | candidate runs"
+          " | log2(N)+2 | first tensor below 30 dB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name in FAULT_MODELS:
+        load, feeds = fault_model(name)
+        for kind in FAULT_KINDS:
+            reference, candidate = load(), load()
+            label = plant_fault(candidate, kind)
+            report = debug_models(reference, candidate, feeds)
+            b = report.bisection
+            runs = 1 + (b.candidate_runs if b else 0)
+            bound = math.log2(report.candidate_nodes) + 2
+            exact = b is not None and b.culprit == (label,)
+            first = report.first_divergence
+            row = {"model": name, "nodes": report.candidate_nodes, "fault": kind,
+                   "planted": label, "output_sqnr_db": report.outputs.sqnr_db,
+                   "named": list(b.culprit) if b else None, "exact": exact,
+                   "candidate_runs": runs, "bound": bound,
+                   "reference_runs": b.reference_runs if b else 0,
+                   "first_divergence": first.match.node if first else None}
+            rows.append(row)
+            print(f"| {name} | {report.candidate_nodes} | {kind} | {label} |"
+                  f" {_db(report.outputs.sqnr_db)} | {_culprit(report)} |"
+                  f" {'yes' if exact else 'NO'} | {runs} | {bound:.1f} |"
+                  f" {first.match.node if first else '-'} |", flush=True)
+    print("\ncandidate runs = 1 full run (outputs) + the bisection's runs; each bisection run"
+          " also needs one reference run for the tensors at its cut.\n")
+    results["faults"] = rows
+
+
+def _child(mode: str, name: str) -> None:
+    """One measurement in this (fresh) process; prints its peak RSS as JSON."""
+    from graphopt import oracle
+
+    load, feeds = fault_model(name)
+    if mode == "single":
+        model = load()
+        session = oracle.make_session(model)
+        oracle.run_model(session, feeds[0])
+    else:
+        reference, candidate = load(), load()
+        plant_fault(candidate, "scale")
+        debug_models(reference, candidate, feeds)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"mode": mode, "model": name, "peak_rss_bytes": peak}))
+
+
+def case_memory(results: dict) -> None:
+    print("## peak memory: a whole debug run against one inference (fresh processes)\n")
+    print("| model | one inference peak RSS MiB | debug run peak RSS MiB | ratio |")
+    print("|---|---|---|---|")
+    rows = []
+    for name in FAULT_MODELS:
+        peaks = {}
+        for mode in ("single", "debug"):
+            out = subprocess.run([sys.executable, __file__, "--child", mode, name],
+                                 capture_output=True, text=True, check=True).stdout
+            peaks[mode] = json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"]
+        ratio = peaks["debug"] / peaks["single"]
+        rows.append({"model": name, **peaks, "ratio": ratio})
+        print(f"| {name} | {peaks['single'] / 2**20:.0f} | {peaks['debug'] / 2**20:.0f} |"
+              f" {ratio:.2f} |", flush=True)
+    print("\npeak RSS = ru_maxrss of the child process (Python, numpy, onnx, onnxruntime and"
+          " graphopt imported in both); debug = sweep in 64 MiB chunks + bisection on a"
+          " 'scale' fault.\n")
+    results["memory"] = rows
+
+
+def _print_report(report: DebugReport, top: int = 5) -> dict:
+    first, worst = report.first_divergence, report.worst
+    print(f"- outputs: {report.outputs.summary()}; verdict: {report.verdict}")
+    if first is not None:
+        print(f"- first tensor below {report.threshold_db:g} dB: {first.match.reference}"
+              f" at {first.match.node} ({first.match.op_type}),"
+              f" {_db(first.fidelity.sqnr_db)} dB")
+    if worst is not None:
+        print(f"- worst tensor: {worst.match.reference} at {worst.match.node}"
+              f" ({worst.match.op_type}): {_db(worst.fidelity.sqnr_db)} dB,"
+              f" cosine {worst.fidelity.cosine:.6f}, max abs {worst.fidelity.max_abs:.3g}")
+    if report.bisection is not None:
+        b = report.bisection
+        print(f"- bisection names: {_culprit(report)} ({b.candidate_runs} candidate runs,"
+              f" {b.cut_positions} cuts)")
+    for rank, c in enumerate(report.contributions[:top], 1):
+        print(f"- Q/DQ #{rank}: {c.pair} on {c.tensor}: {c.share:.1%} of the output error"
+              f" power, output {_db(c.output_sqnr_db)} dB without it")
+    if report.keep:
+        print(f"- keep float: {', '.join(report.keep)}")
+    print(f"- runs: {report.reference_runs} reference, {report.candidate_runs} candidate;"
+          f" {report.matched} tensors matched, {report.candidate_nodes} candidate nodes\n")
+    data = report.to_dict()
+    data.pop("tensors")
+    return data
+
+
+def case_lossless(results: dict) -> None:
+    from graphopt.pipeline import Pipeline
+
+    print("## graphopt lossless preset on zoo resnet50 against the original\n")
+    reference, candidate = resolve_model("zoo:resnet50"), resolve_model("zoo:resnet50")
+    Pipeline.from_preset("lossless").run(candidate)
+    report = debug_models(reference, candidate, [random_inputs(reference, seed=0)],
+                          reference_label="zoo:resnet50", candidate_label="lossless")
+    results["lossless"] = _print_report(report)
+
+
+def _calibration_reader(name: str, crops: list[np.ndarray]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter(crops)
+
+        def get_next(self):
+            item = next(self._items, None)
+            return None if item is None else {name: item}
+
+    return Reader()
+
+
+def case_inception(results: dict, folder: Path) -> None:
+    import onnx_ir as ir
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from graphopt.passes.opset_upgrade import upgrade_opset
+
+    print("## onnxruntime quantize_static on zoo inception_v2 (opset upgraded to 13)\n")
+    model = resolve_model("zoo:inception_v2")
+    upgrade_opset(model, 13)
+    float_path, int8_path = folder / "inception_v2-13.onnx", folder / "inception_v2-int8.onnx"
+    ir.save(model, float_path)
+    quantize_static(str(float_path), str(int8_path),
+                    _calibration_reader("data_0", photo_crops(32, seed=1)),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    feeds = [{"data_0": x} for x in photo_crops(4, seed=7)]
+    report = debug_models(load_model(float_path), load_model(int8_path), feeds,
+                          reference_label="inception_v2 (opset 13)",
+                          candidate_label="quantize_static",
+                          config=DebugConfig(max_pairs=0))
+    results["inception"] = _print_report(report)
+
+
+def case_nncf(results: dict, folder: Path) -> None:
+    try:
+        import nncf
+    except ImportError:
+        print("## nncf: skipped (pip install nncf)\n")
+        return
+    import onnx
+    import onnx_ir as ir
+
+    from graphopt.passes.opset_upgrade import upgrade_opset
+
+    print(f"## NNCF {nncf.__version__} int8 zoo shufflenet (opset upgraded to 13: NNCF needs"
+          " 10+): openvino-cpu against the reference onnxruntime\n")
+    upgraded = resolve_model("zoo:shufflenet")
+    upgrade_opset(upgraded, 13)
+    float_model = ir.to_proto(upgraded)
+    name = float_model.graph.input[0].name
+    dataset = nncf.Dataset(photo_crops(32, seed=1), lambda x: {name: x})
+    quantized = nncf.quantize(float_model, dataset)
+    path = folder / "shufflenet-nncf.onnx"
+    onnx.save(quantized, path)
+    feeds = [{name: x} for x in photo_crops(4, seed=7)]
+    model = load_model(path)
+    report = debug_models(model, model, feeds, reference_label="shufflenet (NNCF int8)",
+                          candidate_label="shufflenet (NNCF int8)",
+                          candidate_backend=parse_backend("openvino-cpu"),
+                          config=DebugConfig(max_pairs=0))
+    results["nncf"] = _print_report(report)
+    fp32 = debug_models(upgraded, model, feeds,
+                        config=DebugConfig(sweep=False, bisect=False, max_pairs=1))
+    print(f"- for scale: NNCF int8 in the reference onnxruntime against fp32:"
+          f" {fp32.outputs.summary()}\n")
+    results["nncf"]["int8_vs_fp32_in_ort"] = fp32.outputs.to_dict()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        _child(*args.child)
+        return
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        raise SystemExit(f"unknown cases {unknown} (known: {', '.join(CASES)})")
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        for case in cases:
+            if case == "faults":
+                case_faults(results)
+            elif case == "memory":
+                case_memory(results)
+            elif case == "lossless":
+                case_lossless(results)
+            elif case == "inception":
+                case_inception(results, folder)
+            elif case == "nncf":
+                case_nncf(results, folder)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
