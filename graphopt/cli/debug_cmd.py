@@ -107,13 +107,15 @@ def _print(report: DebugReport, limit: int) -> None:
         console.print(_tensor_table(report, limit))
     bisection = report.bisection
     if bisection is not None:
+        extra = (f" (+{bisection.reference_runs} reference runs for the cut tensors)"
+                 if bisection.reference_runs else
+                 " (each one graph: the reference up to the cut, the candidate after it)")
         culprit = ", ".join(f"{escape(n)} ({op})" for n, op in
                             zip(bisection.culprit, bisection.culprit_ops, strict=True))
         console.print(
             f"[bold]located[/]: {culprit} breaks the output on its own (the candidate run from"
             f" there on the reference's tensors still diverges, from the next cut it does not);"
-            f" {bisection.candidate_runs} candidate runs (+{bisection.reference_runs} reference"
-            f" runs for the cut tensors) over {bisection.cut_positions} cuts",
+            f" {bisection.candidate_runs} runs{extra} over {bisection.cut_positions} cuts",
             highlight=False, soft_wrap=True)
     if report.contributions:
         console.print(_contribution_table(report, limit))

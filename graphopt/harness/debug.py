@@ -15,16 +15,20 @@ backends) and some inputs, :func:`debug_models` answers in up to four steps:
    it: a binary search finds the last cut from which the candidate's own computation still
    carries most of the error, and the nodes up to the next valid cut are the culprit, in
    ``ceil(log2(cuts))`` candidate runs (each with one reference run that yields the cut's
-   tensors). With an error spread over many nodes (another precision) it names the node
-   after which less than that share remains;
+   tensors, unless the two share one graph, below). With an error spread over many nodes
+   (another precision) it names the node after which less than that share remains;
 4. **Q/DQ contributions** (candidates with activation Q/DQ pairs whose outputs diverge):
    each pair disabled in turn (its readers read the float tensor), the share of the final
    error power that disappears with it, ranked; the pairs that carry most of it become a
    ``keep float`` suggestion for ``quantize(keep=[...])``. The pairs are tried noisiest first
    (by the SQNR each pair injects, from the sweep), at most ``max_pairs`` of them.
 
-Only one session is alive at a time (:mod:`.debug_exec`); weights are mapped from one scratch
-copy of each model, never copied per variant.
+When both models run on the same runtime and use the same opsets, the output comparison and
+each bisection step are one run of a joint graph (:func:`.debug_graph.hybrid`: the
+reference's nodes up to the cut, the candidate's from it), so locating a fault takes
+``1 + ceil(log2(cuts))`` runs in all. Only one session is alive at a time
+(:mod:`.debug_exec`); weights are mapped from one scratch copy of each model, never copied
+per variant.
 """
 
 from __future__ import annotations
@@ -42,7 +46,13 @@ from graphopt.backends.registry import BackendSpec
 from graphopt.errors import GraphoptError
 from graphopt.feeds import check_feed
 from graphopt.harness.debug_exec import Executor
-from graphopt.harness.debug_graph import PreparedModel, QdqPair
+from graphopt.harness.debug_graph import (
+    HYBRID_PREFIX,
+    PreparedModel,
+    QdqPair,
+    can_join,
+    hybrid,
+)
 from graphopt.harness.debug_match import TensorMatch, match_tensors
 from graphopt.verify import Fidelity, OutputFidelity, compare_outputs
 
@@ -273,13 +283,33 @@ class _Session:
         self.batch = sum(next(iter(f.values())).shape[0] if f and next(iter(f.values())).ndim
                          else 1 for f in feeds)
         self.max_exposed = 0
-        ref_runs = _fetch(ref_exec, reference, reference.outputs, feeds)
-        self.ref_outputs = _join(ref_runs, reference.outputs)
-        cand_runs = _fetch(cand_exec, candidate, candidate.outputs, feeds)
-        self.cand_outputs = _join(cand_runs, candidate.outputs)
+        # Both models on the same runtime with the same opsets: one graph holds the
+        # reference and the candidate (outputs), or the reference's prefix and the
+        # candidate's suffix (a bisection step), so each takes one run instead of two.
+        self.joined = ref_exec.backend == cand_exec.backend and can_join(reference, candidate)
+        self.to_ref = self._reference_names()
+        if self.joined and all(v in self.to_ref for v in candidate.cut_values(0)):
+            proto = hybrid(reference, candidate, 0, self.to_ref, reference.outputs)
+            runs = cand_exec.run(proto, feeds)
+            self.ref_outputs = _join(runs, reference.outputs)
+            self.cand_outputs = self._candidate_outputs(runs, 0)
+        else:
+            self.ref_outputs = _join(_fetch(ref_exec, reference, reference.outputs, feeds),
+                                     reference.outputs)
+            self.cand_outputs = _join(_fetch(cand_exec, candidate, candidate.outputs, feeds),
+                                      candidate.outputs)
         self.outputs = compare_outputs(self.ref_outputs, self.cand_outputs)
         self.full_noise = (math.inf if self.outputs.nonfinite_mismatch
                            else _noise_power(self.ref_outputs, self.cand_outputs))
+
+    def _candidate_outputs(self, runs: Sequence[Mapping[str, np.ndarray]],
+                           position: int) -> dict[str, np.ndarray]:
+        """The candidate's outputs from runs of a :func:`hybrid` graph cut at ``position``."""
+        cut = set(self.cand.cut_values(position))
+        names = {n: (self.to_ref[n] if n in cut else HYBRID_PREFIX + n)
+                 for n in self.cand.outputs}
+        return _join([{n: run[names[n]] for n in self.cand.outputs} for run in runs],
+                     self.cand.outputs)
 
     # -- sweep -----------------------------------------------------------------------------
 
@@ -348,7 +378,7 @@ class _Session:
         return share >= BISECT_SHARE, fidelity.sqnr_db, share
 
     def bisect(self) -> Bisection | None:
-        to_ref = self._reference_names()
+        to_ref = self.to_ref
         count = len(self.cand.order)
         valid = [p for p in range(count + 1)
                  if all(v in to_ref for v in self.cand.cut_values(p))]
@@ -376,6 +406,9 @@ class _Session:
 
     def _run_from(self, position: int,
                   to_ref: Mapping[str, str]) -> tuple[bool, float, float]:
+        if self.joined:
+            runs = self.cand_exec.run(hybrid(self.ref, self.cand, position, to_ref), self.feeds)
+            return self._diverges(self._candidate_outputs(runs, position))
         cut = self.cand.cut_values(position)
         ref_runs = _fetch(self.ref_exec, self.ref, [to_ref[v] for v in cut], self.feeds)
         fed = [{**feed, **{v: run[to_ref[v]] for v in cut}}

@@ -31,11 +31,12 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-__all__ = ["QdqPair", "PreparedModel", "QDQ_OPS"]
+__all__ = ["QdqPair", "PreparedModel", "QDQ_OPS", "HYBRID_PREFIX", "can_join", "hybrid"]
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _DATA_SUFFIX = ".data"
 _UNKNOWN_TENSOR_BYTES = 1 << 20
+HYBRID_PREFIX = "candidate/"
 _INLINE_BYTES = 1024  # shapes and other small constants stay inline (shape inference reads them)
 
 
@@ -255,3 +256,73 @@ class PreparedModel:
         path = self.folder / name
         path.write_bytes(proto.SerializeToString())
         return path
+
+
+def can_join(reference: PreparedModel, candidate: PreparedModel) -> bool:
+    """Whether one graph can hold both models' nodes (the same operator set versions)."""
+    def opsets(model: PreparedModel) -> dict[str, int]:
+        return {o.domain or "ai.onnx": o.version for o in model.proto.opset_import}
+
+    return opsets(reference) == opsets(candidate)
+
+
+def _slice(model: PreparedModel, targets: Iterable[str]) -> set[int]:
+    """The nodes ``targets`` are computed from."""
+    needed: set[int] = set()
+    stack = [model.producer[t] for t in targets if t in model.producer]
+    while stack:
+        index = stack.pop()
+        if index in needed:
+            continue
+        needed.add(index)
+        stack.extend(model.producer[name] for name in model.nodes[index].input
+                     if name in model.producer)
+    return needed
+
+
+def hybrid(reference: PreparedModel, candidate: PreparedModel, position: int,
+           to_reference: Mapping[str, str],
+           reference_outputs: Sequence[str] = ()) -> onnx.ModelProto:
+    """One graph: the reference's nodes computing the cut values of the candidate at
+    ``position`` (and ``reference_outputs``, which become outputs too), then the candidate's
+    nodes from there on reading them (names of the candidate's part prefixed with
+    :data:`HYBRID_PREFIX`; its outputs are the candidate's outputs so prefixed, or the
+    reference's value where an output is a cut value). A bisection step in one run instead
+    of two; at position 0 with the reference's outputs, both models in one run."""
+    cut = candidate.cut_values(position)
+    fed = {name: to_reference[name] for name in cut}
+
+    def rename(name: str) -> str:
+        if not name:
+            return name
+        return fed.get(name, HYBRID_PREFIX + name)
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(reference.proto)
+    graph = proto.graph
+    needed = _slice(reference, [*fed.values(), *reference_outputs])
+    ref_nodes = [node for index, node in enumerate(reference.nodes) if index in needed]
+    before = {candidate.order[p] for p in range(position)}
+    cand_nodes = []
+    for index, node in enumerate(candidate.nodes):
+        if index in before:
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = HYBRID_PREFIX + (node.name or f"{node.op_type}#{index}")
+        copy.input[:] = [rename(n) for n in node.input]
+        copy.output[:] = [HYBRID_PREFIX + n if n else n for n in node.output]
+        cand_nodes.append(copy)
+    del graph.node[:]
+    graph.node.extend([*ref_nodes, *cand_nodes])
+    for tensor in candidate.proto.graph.initializer:
+        copy = graph.initializer.add()
+        copy.CopyFrom(tensor)
+        copy.name = HYBRID_PREFIX + tensor.name
+    del graph.value_info[:]
+    del graph.output[:]
+    names = [rename(n) for n in candidate.outputs]
+    names += [n for n in reference_outputs if n not in names]
+    graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+    proto.ir_version = max(proto.ir_version, candidate.proto.ir_version, 4)
+    return proto

@@ -32,7 +32,8 @@ def _located(name: str, kind: str, **config):
 def _assert_located(label, report):
     bisection = report.bisection
     assert bisection is not None and bisection.culprit == (label,), bisection
-    # the full candidate run (outputs) plus the bisection's runs
+    # one run of both models (outputs), then one run of a joint graph per bisection step
+    assert bisection.reference_runs == 0
     runs = 1 + bisection.candidate_runs
     assert runs <= math.log2(report.candidate_nodes) + 2, (runs, report.candidate_nodes)
     assert report.first_divergence is not None
@@ -56,8 +57,8 @@ def test_planted_fault_in_zoo_resnet50_without_the_sweep():
 def _assert_located_bisection_only(label, report):
     bisection = report.bisection
     assert bisection is not None and bisection.culprit == (label,), bisection
-    assert 1 + bisection.candidate_runs <= math.log2(report.candidate_nodes) + 2
-    assert bisection.reference_runs == bisection.candidate_runs
+    total = report.reference_runs + report.candidate_runs  # every run of the debug session
+    assert total == 1 + bisection.candidate_runs <= math.log2(report.candidate_nodes) + 2
 
 
 def test_every_site_of_a_small_model_is_located():
@@ -203,7 +204,10 @@ def test_openvino_backend_planted_fault_located():
     report = debug_models(reference, candidate, [random_inputs(reference, seed=0)],
                           candidate_backend=parse_backend("openvino-cpu:fp32"),
                           config=DebugConfig(sweep=False))
-    assert report.bisection is not None and report.bisection.culprit == (label,)
+    bisection = report.bisection
+    assert bisection is not None and bisection.culprit == (label,)
+    # two runtimes: each step runs the reference for the cut's tensors, then the candidate
+    assert bisection.reference_runs == bisection.candidate_runs
 
 
 def test_cli_json_and_table(tmp_path, run_cli):
