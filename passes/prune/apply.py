@@ -103,8 +103,10 @@ def apply_pruning(model: ir.Model, deps: Dependencies, pruned: set[int],
             mask = keep_mask(deps, site.atoms, pruned)
             if mask.all():
                 continue
-            axis = site.axis % array.ndim
-            array = np.compress(mask, array, axis=axis)
+            if site.groups > 1:
+                array = _cut_grouped_inputs(array, mask, site.groups)
+            else:
+                array = np.compress(mask, array, axis=site.axis % array.ndim)
             changed = True
         if changed:
             hint = (node.inputs[index].name if node.inputs[index] is not None else None) \
@@ -113,6 +115,15 @@ def apply_pruning(model: ir.Model, deps: Dependencies, pruned: set[int],
     for edit in deps.edits:
         _edit_shape(edit, deps, pruned)
     refresh_shapes(model)
+
+
+def _cut_grouped_inputs(weight: np.ndarray, mask: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped Conv's weight [out, in / groups, ...]: the rows of group ``j`` keep the
+    columns kept in input block ``j`` (every block keeps as many)."""
+    rows = weight.shape[0] // groups
+    blocks = mask.reshape(groups, -1)
+    return np.concatenate([weight[j * rows:(j + 1) * rows][:, blocks[j]]
+                           for j in range(groups)], axis=0)
 
 
 def _edit_shape(edit: ShapeEdit, deps: Dependencies, pruned: set[int]) -> None:

@@ -68,13 +68,6 @@ class UnionFind:
         for a, b in zip(first.ravel().tolist(), second.ravel().tolist(), strict=True):
             self.union(a, b)
 
-    def tie_blocks(self, atoms: np.ndarray, blocks: int) -> None:
-        """Position ``i`` of every one of ``blocks`` equal blocks becomes one class (grouped
-        convolutions and channel shuffles stay valid when each block loses the same ones)."""
-        rows = atoms.reshape(blocks, -1)
-        for row in rows[1:]:
-            self.union_arrays(rows[0], row)
-
     def block(self, atoms: np.ndarray, reason: str) -> None:
         for atom in np.unique(atoms).tolist():
             reasons = self._reasons.setdefault(self.find(atom), [])

@@ -11,8 +11,9 @@ One walk over the graph in topological order gives every value that carries chan
 - Concat joins spans (with offsets), Split cuts them (its sizes are edited), Reshape / Flatten /
   Transpose are followed element by element (Flatten into Gemm turns a channel into a block of
   features; a channel shuffle permutes atoms);
-- a depthwise Conv keeps channel ``c`` at output ``c`` (its ``group`` is edited); a grouped Conv
-  couples position ``i`` of every group so that each group loses the same channels;
+- a depthwise Conv keeps channel ``c`` at output ``c`` (its ``group`` is edited); a grouped
+  Conv's inputs and outputs must lose as many channels in each group (a :class:`Balanced`
+  constraint the selection keeps);
 - a *sink* (Conv, Gemm, MatMul) reads channels: its weight columns are sites.
 
 A class of atoms is blocked, with the reason, when it reaches a graph output, an operator the
@@ -35,6 +36,7 @@ from graphopt.passes.rewrite_utils import constant_array, static_shape
 
 __all__ = [
     "Site",
+    "Balanced",
     "Layer",
     "ShapeEdit",
     "Dependencies",
@@ -56,6 +58,17 @@ class Site:
     index: int
     axis: int
     atoms: np.ndarray
+    groups: int = 1  # a grouped Conv's input: rows of group j keep block j's kept columns
+
+
+@dataclasses.dataclass
+class Balanced:
+    """Positions of ``atoms`` fall into ``blocks`` equal blocks that must lose the same number
+    (a grouped Conv's inputs or outputs)."""
+
+    node: ir.Node
+    atoms: np.ndarray
+    blocks: int
 
 
 @dataclasses.dataclass
@@ -95,6 +108,7 @@ class Dependencies:
     sinks: list[Layer]
     edits: list[ShapeEdit]
     batchnorms: list[tuple[ir.Node, np.ndarray]]
+    balanced: list[Balanced] = dataclasses.field(default_factory=list)
     roots: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     def class_of(self, atoms: np.ndarray) -> np.ndarray:
@@ -112,6 +126,7 @@ class _Walk:
         self.sinks: list[Layer] = []
         self.edits: list[ShapeEdit] = []
         self.batchnorms: list[tuple[ir.Node, np.ndarray]] = []
+        self.balanced: list[Balanced] = []
         self.protect = protect
         self.exclude = exclude
 
@@ -129,7 +144,7 @@ class _Walk:
                    bias_index: int | None = None, bias_axis: int = 0) -> np.ndarray:
         atoms = self.uf.fresh(channels)
         if groups > 1:
-            self.uf.tie_blocks(atoms, groups)
+            self.balanced.append(Balanced(node, atoms, groups))
         self.sites.append(Site(node, 1, weight_axis, atoms))
         if bias_index is not None:
             self.sites.append(Site(node, bias_index, bias_axis, atoms))
@@ -150,7 +165,7 @@ class _Walk:
                 self.uf.block(span.atoms, f"reaches the graph output {value.name!r}")
         roots = self.uf.classes(np.arange(len(self.uf), dtype=np.int64))
         return Dependencies(self.uf, self.spans, self.sites, self.sources, self.sinks,
-                            self.edits, self.batchnorms, roots)
+                            self.edits, self.batchnorms, self.balanced, roots)
 
     def visit(self, node: ir.Node) -> None:
         carries = [v for v in node.inputs if v is not None and v in self.spans]
@@ -422,8 +437,8 @@ class _Walk:
             return
         if span is not None:
             if groups > 1:
-                self.uf.tie_blocks(span.atoms, groups)
-            self.sites.append(Site(node, 1, 1, span.atoms[:per_group]))
+                self.balanced.append(Balanced(node, span.atoms, groups))
+            self.sites.append(Site(node, 1, 1, span.atoms, groups))
             self.sinks.append(Layer(node, span.atoms, 1, groups, node.inputs[0]))
         atoms = self.new_source(node, out_channels, 0, groups=groups,
                                 bias_index=2 if bias else None)

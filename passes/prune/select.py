@@ -3,7 +3,8 @@
 Classes that appear in the same value compete with each other (a *group*: every channel of a
 residual stream, every input of a Concat). Each group loses its least important classes until
 ``ratio`` of its width is gone, keeping a multiple of ``round_to`` channels, at least
-``min_channels`` in every value, and never a blocked class.
+``min_channels`` in every value, and never a blocked class. Then the most important removed
+classes are put back until every grouped Conv loses as many channels in each group.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def choose(deps: Dependencies, groups: list[Group], scores: Mapping[int, float],
            ratio_of: Callable[[Group], float], *, round_to: int, min_channels: int) -> set[int]:
     """The classes to remove: in each group the least important, up to the group's ratio."""
     pruned: set[int] = set()
+    levels = _BlockLevels(deps)
     for group in groups:
         ratio = ratio_of(group)
         candidates = group.prunable(deps.uf)
@@ -96,10 +98,59 @@ def choose(deps: Dependencies, groups: list[Group], scores: Mapping[int, float],
                                                                        strict=True)]
             if any(a < f for a, f in zip(after, floors, strict=True)):
                 continue
+            if not levels.admits(root):
+                continue
+            levels.add(root)
             left = after
             removed += weight
             pruned.add(root)
+    _balance(deps, pruned, scores)
     return pruned
+
+
+class _BlockLevels:
+    """Per grouped Conv, how many channels each group has lost so far: a class may only go
+    where its groups are not ahead of the others, so the groups advance level by level."""
+
+    def __init__(self, deps: Dependencies) -> None:
+        self.removed = [np.zeros(c.blocks, dtype=np.int64) for c in deps.balanced]
+        self.touches: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for index, constraint in enumerate(deps.balanced):
+            classes = deps.class_of(constraint.atoms).reshape(constraint.blocks, -1)
+            for root in np.unique(classes).tolist():
+                counts = (classes == root).sum(axis=1)
+                if not (counts == counts[0]).all():
+                    self.touches.setdefault(root, []).append((index, counts))
+
+    def admits(self, root: int) -> bool:
+        for index, counts in self.touches.get(root, ()):
+            removed = self.removed[index]
+            top = removed.max()
+            if removed.min() != top and np.any(removed[counts > 0] >= top):
+                return False
+        return True
+
+    def add(self, root: int) -> None:
+        for index, counts in self.touches.get(root, ()):
+            self.removed[index] += counts
+
+
+def _balance(deps: Dependencies, pruned: set[int], scores: Mapping[int, float]) -> None:
+    """Put back the most important removed classes until every grouped Conv loses as many
+    channels in each of its groups."""
+    settled = False
+    while not settled and pruned:
+        settled = True
+        for constraint in deps.balanced:
+            classes = deps.class_of(constraint.atoms).reshape(constraint.blocks, -1)
+            removed = np.isin(classes, np.fromiter(pruned, dtype=np.int64))
+            per_block = removed.sum(axis=1)
+            if (per_block == per_block[0]).all():
+                continue
+            fullest = int(np.argmax(per_block))
+            candidates = set(classes[fullest][removed[fullest]].tolist())
+            pruned.discard(max(candidates, key=lambda c: (scores.get(c, 0.0), c)))
+            settled = False
 
 
 def keep_mask(deps: Dependencies, atoms: np.ndarray, pruned: set[int]) -> np.ndarray:

@@ -230,3 +230,30 @@ def test_target_macs_is_reached_on_the_cost_model():
 def test_bad_options_are_one_line_errors(options):
     with pytest.raises(GraphoptError, match="prune:"):
         PrunePass(**options)
+
+
+def test_grouped_convs_and_a_channel_shuffle_lose_balanced_channels_exactly():
+    """Grouped 1x1 (2 groups) -> shuffle -> depthwise -> grouped 1x1: columns 1 and 5 of the
+    shuffle are dead, so each group of both grouped convs loses two channels."""
+    rng = np.random.default_rng(RNG_SEED)
+    stem, inits = _conv("stem", "x", "s", (8, 3, 3, 3), rng)
+    g1, i1 = _conv("g1", "s", "a", (16, 4, 1, 1), rng, group=2, dead=(1, 5, 9, 13))
+    relu = helper.make_node("Relu", ["a"], ["ar"], name="relu")
+    shapes = {"split_shape": [2, 2, 8, 8, 8], "merge_shape": [2, 16, 8, 8]}
+    inits += [helper.make_tensor(k, TensorProto.INT64, [len(v)], v) for k, v in shapes.items()]
+    shuffle = [
+        helper.make_node("Reshape", ["ar", "split_shape"], ["r5"], name="shuffle_split"),
+        helper.make_node("Transpose", ["r5"], ["t5"], name="shuffle_swap", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t5", "merge_shape"], ["sh"], name="shuffle_merge"),
+    ]
+    dw, idw = _conv("dw", "sh", "d", (16, 1, 3, 3), rng, group=16, bias=False)
+    g2, i2 = _conv("g2", "d", "y", (8, 8, 1, 1), rng, group=2)
+    model = _model([stem, g1, relu, *shuffle, dw, g2], inits + i1 + idw + i2 + [], ["y"])
+    feeds = _feeds(model)
+    before = _outputs(model, feeds)
+    result, _ = _prune(model, feeds, ratio=0.25, reconstruct=False)
+    assert _weight(result.model, "g1").shape == (12, 4, 1, 1)
+    assert _weight(result.model, "g2").shape == (8, 6, 1, 1)
+    assert _weight(result.model, "shuffle_split").tolist() == [2, 2, 6, 8, 8]
+    assert next(n for n in result.model.graph if n.name == "dw").attributes.get_int("group") == 12
+    assert compare_outputs(before, _outputs(result.model, feeds)).max_abs < 1e-5
