@@ -108,6 +108,10 @@ def _culprit(report: DebugReport) -> str:
                                            zip(b.culprit, b.culprit_ops, strict=True))
 
 
+def _progress(text: str) -> None:
+    print(f"  ... {text}", file=sys.stderr, flush=True)
+
+
 def _db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.1f}"
 
@@ -254,7 +258,7 @@ def case_inception(results: dict, folder: Path) -> None:
     report = debug_models(load_model(float_path), load_model(int8_path), feeds,
                           reference_label="inception_v2 (opset 13)",
                           candidate_label="quantize_static",
-                          config=DebugConfig(max_pairs=0))
+                          config=DebugConfig(max_pairs=0), progress=_progress)
     results["inception"] = _print_report(report)
 
 
@@ -283,8 +287,7 @@ def case_nncf(results: dict, folder: Path) -> None:
     model = load_model(path)
     report = debug_models(model, model, feeds, reference_label="shufflenet (NNCF int8)",
                           candidate_label="shufflenet (NNCF int8)",
-                          candidate_backend=parse_backend("openvino-cpu"),
-                          config=DebugConfig(max_pairs=0))
+                          candidate_backend=parse_backend("openvino-cpu"), progress=_progress)
     results["nncf"] = _print_report(report)
     fp32 = debug_models(upgraded, model, feeds,
                         config=DebugConfig(sweep=False, bisect=False, max_pairs=1))

@@ -17,7 +17,8 @@ backends) and some inputs, :func:`debug_models` answers in up to four steps:
    ``ceil(log2(cuts))`` candidate runs (each with one reference run that yields the cut's
    tensors, unless the two share one graph, below). With an error spread over many nodes
    (another precision) it names the node after which less than that share remains;
-4. **Q/DQ contributions** (candidates with activation Q/DQ pairs whose outputs diverge):
+4. **Q/DQ contributions** (a candidate with activation Q/DQ pairs, a reference without, and
+   a divergence):
    each pair disabled in turn (its readers read the float tensor), the share of the final
    error power that disappears with it, ranked; the pairs that carry most of it become a
    ``keep float`` suggestion for ``quantize(keep=[...])``. The pairs are tried noisiest first
@@ -502,7 +503,10 @@ def debug_models(
                     or session.outputs.nonfinite_mismatch > 0
                     or any(r.below(config.threshold_db) for r in rows))
         bisection = session.bisect() if config.bisect and diverges else None
-        contributions = session.contributions(rows) if cand.pairs and diverges else []
+        # Q/DQ pairs explain a quantized candidate against a float reference; between two
+        # quantized models (or one on two backends) disabling a pair on one side says nothing.
+        quantized = bool(cand.pairs) and not ref.pairs
+        contributions = session.contributions(rows) if quantized and diverges else []
         return DebugReport(
             reference=reference_label, candidate=candidate_label,
             reference_backend=session.ref_exec.label, candidate_backend=session.cand_exec.label,
