@@ -252,8 +252,8 @@ class LowRankPass(GraphPass):
                         "dilations": last.attributes.get_ints("dilations", [1] * spatial),
                         "pads": last.attributes.get_ints("pads", [0] * 2 * spatial)}
             targets.append(RepairTarget(
-                z=last.inputs[0].name, y=node.outputs[0].name,
-                weight_shape=factor_weight.shape,
+                z=last.inputs[0].name, y=node.outputs[0].name, node=last,
+                weight_shape=factor_weight.shape, dtype=node.inputs[1].const_value.numpy().dtype,
                 groups=last.attributes.get_int("group", 1) if conv else 1,
                 conv=conv, fit_bias=node.op_type != "MatMul"))
         fits, batches = refit_last_factors(model, trial, targets, context.calibration)

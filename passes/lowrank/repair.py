@@ -9,9 +9,10 @@ last factor is refit to ``min ||Y - Z W^T - b||^2``. For a Conv a row of ``Z`` i
 position's receptive field in the last factor (its im2col patch, ``1 x 1`` or ``1 x kw``), for
 a grouped conv the fit is solved per group, and a MatMul has no bias to fit.
 
-The sums come from one streamed pass over the calibration data (:class:`graphopt.observe.Gram`
-for ``Z^T Z`` and the column sums, plus ``Z^T Y`` and ``sum Y``), so memory does not grow with
-the number of samples; every split layer is refit from the same pass. A small ridge term
+Layers are refit one after another in graph order, each on inputs that carry the earlier
+layers' refits (one streamed pass over the calibration data per layer). The sums
+(:class:`graphopt.observe.Gram` for ``Z^T Z`` and the column sums, plus ``Z^T Y`` and
+``sum Y``) do not grow with the number of samples. A small ridge term
 (``RIDGE`` times the mean diagonal of ``Z^T Z``) keeps rank-deficient fits stable.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphopt.observe import ActivationTap, Gram
+from graphopt.passes.rewrite_utils import set_constant_input
 
 __all__ = ["RIDGE", "RepairTarget", "conv_rows", "refit_last_factors"]
 
@@ -33,12 +35,15 @@ RIDGE = 1e-6
 @dataclasses.dataclass(frozen=True)
 class RepairTarget:
     """One split layer to refit: the last factor's input in the split model (``z``), the
-    layer's output in the original model (``y``), and the last factor's geometry (``None``
-    for a MatMul/Gemm factor)."""
+    layer's output in the original model (``y``), the last factor itself (``node``, in the
+    split model), its weight's shape and dtype, and its geometry (``conv``, ``None`` for a
+    MatMul/Gemm factor)."""
 
     z: str
     y: str
+    node: ir.Node
     weight_shape: tuple[int, ...]
+    dtype: np.dtype
     groups: int = 1
     conv: dict | None = None
     fit_bias: bool = True
@@ -113,42 +118,58 @@ def _solve(sums: _Sums, columns: slice, outputs: slice, fit_bias: bool
     return weight, (solution[size] if fit_bias else None)
 
 
+def _accumulate(z_tap: ActivationTap, y_tap: ActivationTap, target: RepairTarget,
+                source: Iterable[Mapping[str, np.ndarray]]) -> tuple[_Sums, int]:
+    sums, batches = _Sums(), 0
+    for feed in source:
+        z = z_tap.run(feed, [target.z])[target.z]
+        y = y_tap.run(feed, [target.y])[target.y]
+        rows = (conv_rows(z, **target.conv) if target.conv is not None
+                else z.reshape(-1, z.shape[-1]))
+        sums.update(rows, _output_rows(y, target.conv is not None))
+        del z, y
+        batches += 1
+    return sums, batches
+
+
+def _fit(sums: _Sums, target: RepairTarget) -> tuple[np.ndarray, np.ndarray | None]:
+    if target.conv is None:
+        weight, bias = _solve(sums, slice(None), slice(None), target.fit_bias)
+        return weight.T.reshape(target.weight_shape), bias  # [r, n] for Z @ B
+    per_group_out = target.weight_shape[0] // target.groups
+    per_group_cols = int(np.prod(target.weight_shape[1:]))
+    weights, biases = [], []
+    for g in range(target.groups):
+        weight, bias = _solve(sums, slice(g * per_group_cols, (g + 1) * per_group_cols),
+                              slice(g * per_group_out, (g + 1) * per_group_out), target.fit_bias)
+        weights.append(weight)
+        biases.append(bias)
+    return np.concatenate(weights).reshape(target.weight_shape), np.concatenate(biases)
+
+
 def refit_last_factors(original: ir.Model, split: ir.Model, targets: Sequence[RepairTarget],
                        source: Iterable[Mapping[str, np.ndarray]]
                        ) -> tuple[list[tuple[np.ndarray, np.ndarray | None]], int]:
     """The refit ``(weight, bias)`` of every target's last factor (weight in the factor's
-    ``weight_shape``), and the number of calibration batches used."""
-    sums = [_Sums() for _ in targets]
-    batches = 0
-    with ActivationTap(split, [t.z for t in targets]) as z_tap, \
-            ActivationTap(original, [t.y for t in targets]) as y_tap:
-        for feed in source:
-            z_values = z_tap.run(feed)
-            y_values = y_tap.run(feed)
-            for target, accumulator in zip(targets, sums, strict=True):
-                z = z_values[target.z]
-                rows = (conv_rows(z, **target.conv) if target.conv is not None
-                        else z.reshape(-1, z.shape[-1]))
-                accumulator.update(rows, _output_rows(y_values[target.y], target.conv is not None))
-            del z_values, y_values
-            batches += 1
+    ``weight_shape``), and the number of calibration batches streamed.
+
+    Layers are refit in the order given (graph order), each on the outputs of the earlier
+    ones as already refit: every fit is written into ``split`` (the target's ``node``) before
+    the next layer's ``Z`` is observed, which costs one pass over the data per layer. Fitting
+    all layers on one pass of the unrepaired model is cheaper but wrong where splits are
+    aggressive: a refit layer moves the inputs the later fits were made on.
+    """
     results = []
-    for target, accumulator in zip(targets, sums, strict=True):
-        if target.conv is None:
-            weight, bias = _solve(accumulator, slice(None), slice(None), target.fit_bias)
-            results.append((weight.T.reshape(target.weight_shape), bias))  # [r, n] for X @ B
-            continue
-        outputs = target.weight_shape[0]
-        per_group_out = outputs // target.groups
-        per_group_cols = int(np.prod(target.weight_shape[1:]))
-        weights, biases = [], []
-        for g in range(target.groups):
-            weight, bias = _solve(accumulator,
-                                  slice(g * per_group_cols, (g + 1) * per_group_cols),
-                                  slice(g * per_group_out, (g + 1) * per_group_out),
-                                  target.fit_bias)
-            weights.append(weight)
-            biases.append(bias)
-        results.append((np.concatenate(weights).reshape(target.weight_shape),
-                        np.concatenate(biases)))
+    batches = 0
+    with ActivationTap(original, [t.y for t in targets]) as y_tap:
+        for target in targets:
+            with ActivationTap(split, [target.z]) as z_tap:
+                sums, seen = _accumulate(z_tap, y_tap, target, source)
+            batches += seen
+            weight, bias = _fit(sums, target)
+            results.append((weight, bias))
+            hint = f"{target.node.name or 'lowrank'}_repaired"
+            set_constant_input(target.node, 1, weight.astype(target.dtype), f"{hint}_w")
+            if bias is not None:
+                set_constant_input(target.node, 2, bias.astype(target.dtype), f"{hint}_b")
     return results, batches

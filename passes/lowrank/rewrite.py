@@ -93,6 +93,10 @@ class ConvSite:
     out_spatial: tuple[int, ...]
 
     @property
+    def dtype(self) -> np.dtype:
+        return self.weight.dtype
+
+    @property
     def kernel(self) -> tuple[int, ...]:
         return tuple(self.weight.shape[2:])
 
@@ -134,6 +138,8 @@ class MatrixSite:
     weight: np.ndarray
     bias: np.ndarray | None
     rows: int
+    dtype: np.dtype
+
 
     @property
     def macs(self) -> int:
@@ -209,9 +215,9 @@ def matrix_site(node: ir.Node) -> MatrixSite | str:
     if data is None or data.shape is None or len(data.shape) < 2:
         return "its input is not a known matrix or batch of matrices"
     rows = math.prod(_dim(d) for d in tuple(data.shape)[:-1])
-    weight = weight.astype(np.float64)
+    dtype, weight = weight.dtype, weight.astype(np.float64)
     if node.op_type == "MatMul":
-        return MatrixSite(node, weight, None, rows)
+        return MatrixSite(node, weight, None, rows, dtype)
     if node.attributes.get_int("transA", 0):
         return "Gemm with transA=1"
     if node.attributes.get_int("transB", 0):
@@ -224,11 +230,11 @@ def matrix_site(node: ir.Node) -> MatrixSite | str:
         if vector is None:
             return "its C input is not a constant vector over the outputs"
         bias = vector * node.attributes.get_float("beta", 1.0)
-    return MatrixSite(node, weight, bias, rows)
+    return MatrixSite(node, weight, bias, rows, dtype)
 
 
-def _like(array: np.ndarray, site_weight: np.ndarray) -> np.ndarray:
-    return np.asarray(array).astype(site_weight.dtype)
+def _like(array: np.ndarray, site: ConvSite | MatrixSite) -> np.ndarray:
+    return np.asarray(array).astype(site.dtype)
 
 
 def _conv(x: ir.Value, weight: ir.Value, bias: ir.Value | None, *, kernel, strides, dilations,
@@ -263,28 +269,28 @@ def factor_nodes(graph: ir.Graph, site: ConvSite | MatrixSite, split: Split,
     """The factor nodes of ``split`` reading ``x``, weights registered in ``graph``; the last
     node carries the bias."""
     node = site.node
-    base = node.name or node.op_type
+    base = node.name or node.outputs[0].name or node.op_type
     bias = None
     bias_array = split.bias if split.bias is not None else site.bias
     if bias_array is not None:
-        bias = add_initializer(graph, _like(bias_array, site.weight), f"{base}_lowrank_bias")
+        bias = add_initializer(graph, _like(bias_array, site), f"{base}_lowrank_bias")
     nodes: list[ir.Node] = []
     current = x
     if isinstance(site, ConvSite):
         geometries = _conv_geometries(site, split.method)
         for index, (weight, geometry) in enumerate(zip(split.weights, geometries, strict=True)):
             last = index == len(geometries) - 1
-            value = add_initializer(graph, _like(weight, site.weight),
+            value = add_initializer(graph, _like(weight, site),
                                     f"{base}_lowrank_w{index}")
             nodes.append(_conv(current, value, bias if last else None, groups=site.groups,
                                name=f"{base}_lowrank{index}", **geometry))
             current = nodes[-1].outputs[0]
     else:
         first, second = split.weights
-        a = add_initializer(graph, _like(first, site.weight), f"{base}_lowrank_w0")
+        a = add_initializer(graph, _like(first, site), f"{base}_lowrank_w0")
         nodes.append(ir.node("MatMul", [current, a], name=f"{base}_lowrank0"))
         current = nodes[-1].outputs[0]
-        b = add_initializer(graph, _like(second, site.weight), f"{base}_lowrank_w1")
+        b = add_initializer(graph, _like(second, site), f"{base}_lowrank_w1")
         if node.op_type == "Gemm":
             inputs = [current, b] + ([bias] if bias is not None else [])
             nodes.append(ir.node("Gemm", inputs, name=f"{base}_lowrank1"))
