@@ -14,7 +14,7 @@ __all__ = ["app", "main"]
 
 # Each command lives in its own module and registers itself on ``app`` when imported.
 _COMMAND_MODULES = ("optimize", "inspect_cmd", "passes_cmd", "bench_cmd", "backends_cmd",
-                    "debug_cmd", "report_cmd")
+                    "debug_cmd", "report_cmd", "tune_cmd")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
