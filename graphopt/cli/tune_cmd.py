@@ -77,10 +77,10 @@ def _report(result, json_file: Path | None) -> None:
     if result.written:
         best = result.best_trial
         console.print(f"written: {result.output} (run it on {best.candidate.backend})",
-                      highlight=False, markup=False)
+                      highlight=False, markup=False, soft_wrap=True)
     if json_file is not None:
         write_json_atomically(json_file, result.to_dict())
-        console.print(f"report: {json_file}", highlight=False)
+        console.print(f"report: {json_file}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -21,7 +21,8 @@ backend variant:
    speedup), at most ``probe_seconds`` each. With ``objective="energy"`` also the energy per
    inference of an absolute benchmark (:func:`graphopt.harness.benchmark.benchmark`): the
    best available source (RAPL/NVML/Jetson rails, else ``estimate:time-x-power``), labelled.
-4. A candidate better on the objective than the best so far becomes the best and is written
+4. A candidate better on the objective than the best so far (against the baseline on
+   latency: detectably faster, its speedup CI above 1) becomes the best and is written
    to the output at once (:func:`graphopt.model_io.save_model`: atomic), with what it is and
    where to run it in the model's ``metadata_props`` (key :data:`METADATA_KEY`). Before any
    candidate the input model itself is written (the baseline is always a valid answer), so a
@@ -662,6 +663,9 @@ class Tuner:
                           best.objective_value(self.objective))
         if value is None:
             return False
+        if best.status == "baseline" and self.objective == "latency" and (
+                trial.verdict != "faster"):
+            return False  # the input model stays unless a candidate is detectably faster
         return current is None or value < current
 
     def _target_fidelity(self, path: Path, spec: BackendSpec
@@ -688,8 +692,8 @@ class Tuner:
 
     def _latency(self, trial: Trial, path: Path, spec: BackendSpec) -> None:
         seconds = min(self.probe_seconds, self._remaining() - 0.5)
-        if seconds < MIN_PROBE_SECONDS:
-            raise TimeLimit()
+        if seconds < min(self.probe_seconds, MIN_PROBE_SECONDS):
+            raise TimeLimit()  # too little time left for a measurement worth the name
         entries = [Contender("input model", self.original_path, self.feed, self.baseline_spec),
                    Contender(trial.candidate.pipeline or "none", path, self.feed, spec)]
         config = PairedConfig(max_seconds=seconds, seed=self.seed)
