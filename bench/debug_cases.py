@@ -289,17 +289,73 @@ def case_nncf(results: dict, folder: Path) -> None:
                           candidate_label="shufflenet (NNCF int8)",
                           candidate_backend=parse_backend("openvino-cpu"), progress=_progress)
     results["nncf"] = _print_report(report)
-    fp32 = debug_models(upgraded, model, feeds,
-                        config=DebugConfig(sweep=False, bisect=False, max_pairs=1))
-    print(f"- for scale: NNCF int8 in the reference onnxruntime against fp32:"
-          f" {fp32.outputs.summary()}\n")
-    results["nncf"]["int8_vs_fp32_in_ort"] = fp32.outputs.to_dict()
+    results["nncf"]["int8_convs_alone"] = _int8_convs_alone(model, feeds[0], folder)
+    only_outputs = DebugConfig(sweep=False, bisect=False, max_pairs=1)
+    for label, backend in (("the reference onnxruntime", None),
+                           ("openvino-cpu", parse_backend("openvino-cpu"))):
+        fp32 = debug_models(upgraded, model, feeds, candidate_backend=backend,
+                            config=only_outputs)
+        print(f"- for scale: NNCF int8 in {label} against fp32 (reference onnxruntime):"
+              f" {fp32.outputs.summary()}")
+        results["nncf"][f"int8_vs_fp32_{'ort' if backend is None else 'openvino'}"] = (
+            fp32.outputs.to_dict())
+    print()
+
+
+def _int8_convs_alone(model, feed: dict, folder: Path) -> list[dict]:
+    """Every int8 Conv (DequantizeLinear -> Conv -> QuantizeLinear) run alone on
+    openvino-cpu and in the reference onnxruntime, fed the reference's tensors at the
+    DequantizeLinear; its quantized output compared."""
+    import onnx
+
+    from graphopt.harness.debug_exec import Executor
+    from graphopt.harness.debug_graph import PreparedModel
+    from graphopt.verify import compare_outputs
+
+    (folder / "alone").mkdir(exist_ok=True)
+    prepared = PreparedModel(model, folder / "alone", "nncf")
+    ort, ov = Executor(prepared), Executor(prepared, parse_backend("openvino-cpu"))
+    names = [n for i in prepared.order for n in prepared.nodes[i].output if n]
+    values = ort.run(prepared.exposing(names), [feed])[0]
+    rows = []
+    print("- each int8 Conv run alone (DQ -> Conv -> Q fed onnxruntime's tensors), openvino-cpu"
+          " against onnxruntime:\n")
+    print("  | Conv | group | channels in/out | spatial | quantized output equal | SQNR dB |")
+    print("  |---|---|---|---|---|---|")
+    for index in prepared.order:
+        node = prepared.nodes[index]
+        if node.op_type != "Conv":
+            continue
+        dq = prepared.producer.get(node.input[0])
+        quantize = [r for r in prepared.readers.get(node.output[0], [])
+                    if prepared.nodes[r].op_type == "QuantizeLinear"]
+        if dq is None or prepared.nodes[dq].op_type != "DequantizeLinear" or not quantize:
+            continue
+        position = prepared.position[dq]
+        fed = {c: values[c] if c in values else feed[c] for c in prepared.cut_values(position)}
+        proto = prepared.starting_at(position, fed)
+        out = prepared.nodes[quantize[0]].output[0]
+        del proto.graph.output[:]
+        proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(out))
+        a, b = ort.run(proto, [fed])[0][out], ov.run(proto, [fed])[0][out]
+        group = next((att.i for att in node.attribute if att.name == "group"), 1)
+        sqnr = compare_outputs({out: a.astype(np.float32)}, {out: b.astype(np.float32)}).sqnr_db
+        row = {"conv": node.name, "group": group, "in": int(values[node.input[0]].shape[1]),
+               "out": int(a.shape[1]), "spatial": list(a.shape[2:]),
+               "equal": float(np.mean(a == b)), "sqnr_db": sqnr}
+        rows.append(row)
+        print(f"  | {node.name} | {group} | {row['in']}/{row['out']} |"
+              f" {'x'.join(map(str, row['spatial']))} | {row['equal']:.1%} | {_db(sqnr)} |")
+    print()
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="Keep the quantized models here (default: a temporary folder).")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -315,7 +371,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown cases {unknown} (known: {', '.join(CASES)})")
     results: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
+        folder = args.work or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
         for case in cases:
             if case == "faults":
                 case_faults(results)
