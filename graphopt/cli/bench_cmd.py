@@ -215,6 +215,12 @@ def bench(
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="With --suite: measure the cells that failed before again.")
     ] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="local|auto|ADDRESS",
+        help="With --suite: run each cell as a Ray task (the ray extra), one timing cell per"
+             " node at a time (custom resource timing_slot=1), a GPU for GPU backends;"
+             " results stream into --results. local starts Ray here, auto joins the running"
+             " cluster. Default: cells one after another in this process.")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Measure models on backends: latency percentiles with a CI of the median, sync and
@@ -227,13 +233,13 @@ def bench(
     from graphopt.harness.pairs import run_pairs
 
     set_debug(debug)
-    if suite is not None or results is not None or retry_failed:
+    if suite is not None or results is not None or retry_failed or ray is not None:
         if suite is None:
-            raise GraphoptError("--results and --retry-failed go with --suite")
+            raise GraphoptError("--results, --retry-failed and --ray go with --suite")
         if models or json_file is not None:
             raise GraphoptError("--suite runs the models of the suite file: give no MODEL"
                                 " and no --json (results go to --results)")
-        _run_suite(suite, results, retry_failed=retry_failed)
+        _run_suite(suite, results, retry_failed=retry_failed, ray_address=ray)
         return
     if not models:
         raise GraphoptError("give MODEL... to measure, or --suite FILE")
@@ -371,7 +377,8 @@ def _print_notes(results: list, sessions: int) -> None:
     )
 
 
-def _run_suite(path: Path, results: Path | None, *, retry_failed: bool) -> None:
+def _run_suite(path: Path, results: Path | None, *, retry_failed: bool,
+               ray_address: str | None = None) -> None:
     """``graphopt bench --suite``: plan, resume, measure with a progress bar, summarise."""
     from rich.progress import MofNCompleteColumn, TimeRemainingColumn
 
@@ -411,8 +418,15 @@ def _run_suite(path: Path, results: Path | None, *, retry_failed: bool) -> None:
                                   highlight=False, soft_wrap=True)
 
         try:
-            run = run_suite(suite, store, cells=cells, on_start=on_start, on_cell=on_cell,
-                            retry_failed=retry_failed)
+            if ray_address is not None:
+                from graphopt.harness.ray_runner import run_suite_on_ray
+
+                run = run_suite_on_ray(suite, store, address=ray_address, cells=cells,
+                                       on_start=on_start, on_cell=on_cell,
+                                       retry_failed=retry_failed)
+            else:
+                run = run_suite(suite, store, cells=cells, on_start=on_start,
+                                on_cell=on_cell, retry_failed=retry_failed)
         except Interrupted:
             err_console.print(f"{counted[0]} of {len(cells)} cells are in {store.path}; the"
                               " same command resumes the suite", highlight=False)

@@ -70,7 +70,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = ["NO_PIPELINE", "SuiteTiming", "SuiteModel", "Suite", "PlannedCell", "SuiteRun",
-           "load_suite", "plan", "run_suite"]
+           "load_suite", "plan", "run_suite", "measure_cell", "cell_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -408,3 +408,32 @@ def _measure(planned: PlannedCell, path: Path, reference, feed, summary: dict,
         return
     done(planned, "ok", result=result.to_dict(), pipeline=summary,
          graphopt_version=__version__)
+
+
+def cell_record(planned: PlannedCell, status: str, suite: Suite, **fields) -> dict:
+    """The store record of a cell that ended with ``status`` (what :func:`run_suite`
+    appends), for runners that store cells measured elsewhere."""
+    return _record(planned, status, suite, **fields)
+
+
+def measure_cell(suite: Suite, planned: PlannedCell) -> tuple[str, dict]:
+    """One cell on its own, pipeline included: ``(status, record fields)`` for
+    :func:`cell_record`, as :func:`run_suite` would store them (``ok`` or ``failed``). For
+    runners that measure cells apart, such as a Ray task per cell
+    (:mod:`graphopt.harness.ray_runner`); it writes nothing to the store."""
+    outcome: list[tuple[str, dict]] = []
+
+    def done(_: PlannedCell, status: str, **fields) -> None:
+        outcome.append((status, fields))
+
+    with scratch_dir() as folder:
+        try:
+            path, summary, feed = _optimized(planned, suite, folder)
+            reference = resolve_model(planned.model.spec)
+        except Exception as exc:  # a pass's own bug is the cell's failure
+            logger.debug("pipeline %s failed", planned.cell.pipeline, exc_info=True)
+            text = str(exc) if isinstance(exc, GraphoptError) else (
+                f"{type(exc).__name__}: {reason_line(exc)}")
+            return "failed", {"error": f"pipeline: {text}"}
+        _measure(planned, path, reference, feed, summary, done)
+    return outcome[0]
