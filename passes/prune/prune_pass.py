@@ -32,6 +32,7 @@ from graphopt.passes.prune.importance import (
     filter_scores,
 )
 from graphopt.passes.prune.repair import (
+    batchnorm_input_moments,
     collect_statistics,
     downstream_batchnorms,
     recalibrate_batchnorms,
@@ -117,6 +118,9 @@ class PrunePass(GraphPass):
         cost = model_cost(model, infer_shapes=False)
         scores = self._scores(model, deps)
         statistics = self._statistics(model, deps) if self.reconstruct else {}
+        self._bn_before = (batchnorm_input_moments(
+            model, [node for node, _ in deps.batchnorms], self.context.calibration)
+            if self.recalibrate_bn else {})
         plan = self._plan(deps, scores, cost, record=True)
         if snapshot is not None and plan.pruned:
             plan = self._within_budget(model, snapshot, plan, scores, statistics, cost)
@@ -279,16 +283,16 @@ class PrunePass(GraphPass):
             weight, bias = fitted
             replacements[(id(layer.node), 1)] = (weight, layer.weight_axis)
             refitted.append((layer, bias))
-        changed = [layer.node for layer, _ in refitted]
         apply_pruning(model, deps, pruned, replacements)
         for layer, bias in refitted:
             _set_bias(layer, bias, deps, pruned)
         recalibrated = 0
         if self.recalibrate_bn:
-            nodes = downstream_batchnorms(model, changed or _cut_layers(deps, pruned))
+            nodes = downstream_batchnorms(model, _cut_sinks(deps, pruned))
+            kept = {node.name: keep_mask(deps, atoms, pruned) for node, atoms in deps.batchnorms}
             if nodes:
                 recalibrated = recalibrate_batchnorms(model, nodes, self.context.calibration,
-                                                      set_constant_input)
+                                                      self._bn_before, kept, set_constant_input)
         if record:
             self.stats["channels_removed"] = int(sum(
                 (~keep_mask(deps, layer.atoms, pruned)).sum() for layer in deps.sources))
@@ -312,9 +316,9 @@ def _set_bias(layer, bias: np.ndarray, deps: Dependencies, pruned: set[int]) -> 
     set_constant_input(node, 2, bias, f"{node.name}_bias_pruned")
 
 
-def _cut_layers(deps: Dependencies, pruned: set[int]) -> list[ir.Node]:
-    return [layer.node for layer in (*deps.sources, *deps.sinks)
-            if not keep_mask(deps, layer.atoms, pruned).all()]
+def _cut_sinks(deps: Dependencies, pruned: set[int]) -> list[ir.Node]:
+    """The layers that lost inputs: what they compute has changed."""
+    return [layer.node for layer in deps.sinks if not keep_mask(deps, layer.atoms, pruned).all()]
 
 
 def _name_nodes(model: ir.Model) -> None:

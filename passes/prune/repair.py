@@ -12,8 +12,9 @@ streamed through the core observer once, before pruning (rows sampled per batch,
 does not grow with the image size). A layer with more than :data:`MAX_LS_FEATURES` input
 features gets only the mean part: its bias absorbs ``W_pruned E[x_pruned]``.
 
-**BatchNormalization re-estimation**: a BatchNormalization downstream of a repaired layer takes
-the mean and variance the pruned model actually produces on the calibration data.
+**BatchNormalization re-estimation**: a BatchNormalization downstream of a cut or repaired layer
+has its mean and variance moved by the shift the pruning caused at its input, measured on the
+calibration data in the original and the pruned model.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from graphopt.passes.prune.groups import Layer
 from graphopt.passes.rewrite_utils import constant_array
 
 __all__ = ["MAX_LS_FEATURES", "ROWS_PER_BATCH", "SinkStatistics", "collect_statistics",
-           "refit", "recalibrate_batchnorms", "downstream_batchnorms"]
+           "refit", "batchnorm_input_moments", "recalibrate_batchnorms",
+           "downstream_batchnorms"]
 
 MAX_LS_FEATURES = 4608
 """Input features (channels x kernel taps) up to which a layer is refitted by least squares."""
 ROWS_PER_BATCH = 2048
 """Patch rows sampled from each calibration batch per layer."""
 _RIDGE = 1e-6
+MAX_VARIANCE_CHANGE = 4.0
+"""BatchNormalization re-estimation moves a variance by at most this factor either way."""
 
 
 @dataclasses.dataclass
@@ -206,18 +210,40 @@ def downstream_batchnorms(model: ir.Model, changed: Iterable[ir.Node]) -> list[i
     return sorted(found, key=lambda n: order.get(id(n), 0))
 
 
-def recalibrate_batchnorms(model: ir.Model, nodes: list[ir.Node], data,
-                           set_input) -> int:
-    """Set the mean and variance of each BatchNormalization in ``nodes`` to what its input has
-    on ``data`` in ``model``; ``set_input(node, index, array, hint)`` writes a constant."""
+def batchnorm_input_moments(model: ir.Model, nodes: Iterable[ir.Node], data
+                            ) -> dict[str, ChannelMoments]:
+    """Mean and variance per channel of each BatchNormalization's input on ``data`` (by the
+    node's name)."""
+    nodes = list(nodes)
     if not nodes:
-        return 0
-    observers: Mapping[str, list] = {n.inputs[0].name: [ChannelMoments(axis=1)] for n in nodes}
+        return {}
+    observers = {n.inputs[0].name: [ChannelMoments(axis=1)] for n in nodes}
     with ActivationTap(model, list(observers)) as tap:
         tap.stream(data, observers)
-    for node in nodes:
-        moments = observers[node.inputs[0].name][0]
+    return {n.name: observers[n.inputs[0].name][0] for n in nodes}
+
+
+def recalibrate_batchnorms(model: ir.Model, nodes: list[ir.Node], data,
+                           original: Mapping[str, ChannelMoments],
+                           kept: Mapping[str, np.ndarray], set_input) -> int:
+    """Move each BatchNormalization's statistics by the shift pruning caused at its input:
+    ``mean += E_pruned[x] - E_original[x]``, ``var *= Var_pruned[x] / Var_original[x]``, both
+    measured on ``data`` (so the correction does not depend on how well ``data`` matches the
+    statistics the model was trained with), one node at a time in graph order (one pass over
+    ``data`` each), so that no shift is corrected twice. ``kept`` is each node's kept-channel mask;
+    ``set_input(node, index, array, hint)`` writes a constant."""
+    nodes = [n for n in nodes if n.name in original]
+    for node in nodes:  # in graph order: each sees its upstream ones corrected
+        before = original[node.name]
+        after = batchnorm_input_moments(model, [node], data)[node.name]
+        mask = kept[node.name]
+        mean = constant_array(node.inputs[3]).astype(np.float64)
+        var = constant_array(node.inputs[4]).astype(np.float64)
+        shift = after.mean - before.mean[mask]
+        ratio = np.where(before.variance[mask] > 0,
+                         after.variance / np.maximum(before.variance[mask], 1e-30), 1.0)
+        ratio = np.clip(ratio, 1.0 / MAX_VARIANCE_CHANGE, MAX_VARIANCE_CHANGE)
         dtype = constant_array(node.inputs[3]).dtype
-        set_input(node, 3, moments.mean.astype(dtype), f"{node.name}_mean")
-        set_input(node, 4, moments.variance.astype(dtype), f"{node.name}_var")
+        set_input(node, 3, (mean + shift).astype(dtype), f"{node.name}_mean")
+        set_input(node, 4, (var * ratio).astype(dtype), f"{node.name}_var")
     return len(nodes)
