@@ -55,7 +55,13 @@ def _to_bool(text: str) -> bool:
 
 
 def _to_int(text: str) -> int:
-    return int(text.strip())
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {value}")
+    return value
 
 
 def _to_lower(text: str) -> str:
@@ -230,6 +236,10 @@ def parse_backend(text: str) -> BackendSpec:
         if key not in backend.options:
             known = ", ".join(backend.options) or "none"
             raise BackendUnavailableError(f"{raw}: unknown option {key!r} (known: {known})")
+        try:  # checked here, before any work, not when the runner starts
+            backend.options[key][0](value)
+        except ValueError as exc:
+            raise BackendUnavailableError(f"{raw}: option {key}: {exc}") from None
         options[key] = value.strip()
     return BackendSpec(name, precision, options)
 

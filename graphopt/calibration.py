@@ -352,11 +352,37 @@ def open_data(spec: str | os.PathLike, model: ir.Model, *, preprocess: str | Non
         raise GraphoptError(f"--preprocess applies to image folders, not {text}")
     if not path.exists():
         raise GraphoptError(f"{text}: no such data file or folder")
+    if path.suffix.lower() == ".npy":
+        return _npy_data(model, path, batch_size)
     if path.suffix.lower() != ".npz":
-        raise GraphoptError(
-            f"{text}: expected an .npz file, a folder of images, {_DIGITS} or {_DIGITS_TEST}"
-        )
+        raise GraphoptError(f"{text}: expected an .npz file, an .npy (single-input models), a"
+                            f" folder of images, {_DIGITS} or {_DIGITS_TEST}")
     return NpzData(model, path, batch_size=batch_size)
+
+
+def _npy_data(model: ir.Model, path: Path, batch_size: int | None) -> ArrayData:
+    """One ``.npy`` array (leading sample axis) as the data of a single-input model."""
+    inputs = model_inputs(model)
+    if len(inputs) != 1:
+        raise GraphoptError(f"{path}: an .npy holds one array and this model has inputs"
+                            f" {[v.name for v in inputs]}; give an .npz, one array per input")
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":
+                raise GraphoptError(f"{path}: not an .npy file (no NumPy array header)")
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except GraphoptError:
+        raise
+    except ValueError as exc:  # object arrays need pickle, which graphopt never enables
+        raise GraphoptError(f"{path}: holds Python objects or a broken header; graphopt reads"
+                            " numeric arrays only") from exc
+    except OSError as exc:
+        raise GraphoptError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    if array.nbytes > MAX_NPZ_BYTES:
+        raise GraphoptError(f"{path}: {array.nbytes / 2**30:.3g} GiB, more than the"
+                            f" {MAX_NPZ_BYTES / 2**30:g} GiB graphopt reads from an .npy")
+    return ArrayData(model, {inputs[0].name: np.array(array)}, batch_size=batch_size,
+                     description=f"{path} ({len(array) if array.ndim else 0} samples)")
 
 
 def split_holdout(data: SampleData, *, fraction: float = 0.25, max_holdout: int = 32,

@@ -16,6 +16,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript import optimizer
 
+from graphopt.errors import PipelineSpecError
 from graphopt.pass_api import GraphPass, register_pass
 from graphopt.passes.layout_folding import fold_layout_constants
 from graphopt.passes.opset_upgrade import upgrade_opset
@@ -78,12 +79,31 @@ class CleanupPass(GraphPass):
     fold_constants: bool = True
     iterations: int = 2
 
+    def __post_init__(self) -> None:
+        import onnx.defs
+
+        newest = onnx.defs.onnx_opset_version()
+        if not 1 <= self.target_opset <= newest:
+            raise PipelineSpecError(f"cleanup(target_opset={self.target_opset}): expected an"
+                                    f" opset from 1 to {newest} (this onnx's newest)")
+        if self.iterations < 1:
+            raise PipelineSpecError(f"cleanup(iterations={self.iterations}): must be at least 1")
+
+    def requires(self, model: ir.Model) -> None:
+        # The default target only ever raises old opsets; an explicit lower one would be
+        # silently ignored, so it is refused (cleanup never lowers an opset).
+        source = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+        if self.target_opset < source and self.target_opset != DEFAULT_TARGET_OPSET:
+            raise PipelineSpecError(
+                f"cleanup(target_opset={self.target_opset}): the model is at opset {source};"
+                " cleanup raises opsets, never lowers them")
+
     def _fold(self, model: ir.Model) -> int:
         """Constant folding to a fixed point (numpy for data movement, onnxscript for the
         rest), then the remaining Constant nodes lifted to initializers."""
         before = _count_nodes(model)
         fold_layout_constants(model)
-        for _ in range(max(1, self.iterations)):
+        for _ in range(self.iterations):
             result = optimizer.fold_constants_ir(
                 model,
                 onnx_shape_inference=False,

@@ -24,7 +24,7 @@ from rich.markup import escape
 from graphopt.errors import GraphoptError
 
 __all__ = ["app", "main", "console", "err_console", "DebugOption", "set_debug", "EXIT_USAGE",
-           "Interrupted"]
+           "Interrupted", "one_line", "verbose_requested"]
 
 EXIT_USAGE = 2
 
@@ -49,6 +49,11 @@ DebugOption = Annotated[
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", help="Show graphopt's progress log and library warnings.")
 ]
+
+
+def verbose_requested() -> bool:
+    """Whether this run asked for more detail (``--verbose`` or ``--debug``)."""
+    return _state["verbose"] or _state["debug"]
 
 
 def set_debug(debug: bool) -> None:
@@ -99,7 +104,7 @@ def _logging(argv: list[str]) -> Iterator[None]:
         graphopt_logger.setLevel(level)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -153,14 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     except GraphoptError as exc:
         if _state["debug"]:
             raise
-        message = escape(_one_line(exc))
+        message = escape(one_line(exc))
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except Exception as exc:  # a bug: say so in one line unless --debug
         if _state["debug"]:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(_one_line(exc))}"
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(one_line(exc))}"
             " (run with --debug for the traceback)", highlight=False, soft_wrap=True,
         )
         sys.exit(1)

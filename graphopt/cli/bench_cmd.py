@@ -39,7 +39,16 @@ from graphopt.backends.paired import (
 )
 from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_backend_list
 from graphopt.budget import Budget
-from graphopt.cli.app import DebugOption, Interrupted, app, console, err_console, set_debug
+from graphopt.cli.app import (
+    DebugOption,
+    Interrupted,
+    app,
+    console,
+    err_console,
+    set_debug,
+    verbose_requested,
+)
+from graphopt.cli.bench_table import compact_table, speedup_lines
 from graphopt.errors import BackendUnavailableError, GraphoptError
 from graphopt.output_paths import check_output_paths, data_files, model_files
 
@@ -221,6 +230,9 @@ def bench(
              " node at a time (custom resource timing_slot=1), a GPU for GPU backends;"
              " results stream into --results. local starts Ray here, auto joins the running"
              " cluster. Default: cells one after another in this process.")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Every column (p99, throughput, energy, speedup CI, cosine),"
+        " the startup table, energy notes and graphopt's progress log.")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Measure models on backends: latency percentiles with a CI of the median, sync and
@@ -282,12 +294,22 @@ def bench(
         err_console.print(f"[red]paired phase failed:[/] {escape(paired_error)}",
                           highlight=False, soft_wrap=True)
     speedups = run.speedups()
+    verbose = verbose or verbose_requested()
     if results:
-        console.print(_table(results, speedups, baseline=0 if pairing is not None else None))
-        console.print(_startup_table(results))
-        _print_notes(results, sessions)
+        baseline = 0 if pairing is not None else None
+        if verbose:
+            console.print(_table(results, speedups, baseline=baseline))
+            console.print(_startup_table(results))
+        else:
+            console.print(compact_table(results, speedups, baseline=baseline))
+        _print_notes(results, sessions, verbose=verbose)
         if pairing is not None:
             _print_paired_notes(pairing)
+        for line in speedup_lines(results, pairing):
+            console.print(escape(line), highlight=False)
+        if not verbose:
+            console.print("more columns, startup and energy notes: --verbose; every figure:"
+                          " --json FILE", highlight=False)
     if json_file is not None:
         from graphopt.cli.formatting import write_json_atomically
 
@@ -329,8 +351,7 @@ def _task(progress: Progress, description: str) -> Iterator:
 def _print_paired_notes(pairing) -> None:
     result = pairing.result
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] paired: {warning}", highlight=False,
-                          soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] paired: {escape(warning)}", highlight=False)
     how = "reached" if result.stop_reason == STOP_CI_TARGET else "not reached"
     console.print(
         f"speedup: baseline time / time ({pairing.names[0]} is the baseline), measured paired:"
@@ -338,7 +359,7 @@ def _print_paired_notes(pairing) -> None:
         f" order, {result.config.confidence:.0%} bootstrap CI over"
         f" {'sessions, then rounds' if result.sessions > 1 else 'rounds'}; CI target"
         f" +-{result.config.ci_target:.1%} {how}: {result.stop_detail}.",
-        highlight=False, soft_wrap=True,
+        highlight=False,
     )
 
 
@@ -362,18 +383,19 @@ def _print_energy_notes(results: list) -> None:
                       highlight=False, soft_wrap=True)
 
 
-def _print_notes(results: list, sessions: int) -> None:
+def _print_notes(results: list, sessions: int, *, verbose: bool = True) -> None:
     for r in results:
         for warning in r.warnings:
-            err_console.print(f"[yellow]warning:[/] {r.model} on {r.backend}: {warning}",
-                              highlight=False, soft_wrap=True)
-    _print_energy_notes(results)
+            err_console.print(f"[yellow]warning:[/] {escape(r.model)} on {escape(r.backend)}:"
+                              f" {escape(warning)}", highlight=False)
+    if verbose:
+        _print_energy_notes(results)
     console.print(
         "latency: median/p99 of synchronous calls after steady-state warm-up, pooled over"
         f" {sessions} runner session{'s' if sessions > 1 else ''}; CI: 95% bootstrap of the"
         f" median{' resampling sessions, then calls within them' if sessions > 1 else ''};"
         " fidelity: against onnxruntime fp32 (optimizations off) on"
-        " the same inputs, judged at the precision run.", highlight=False, soft_wrap=True,
+        " the same inputs, judged at the precision run.", highlight=False,
     )
 
 

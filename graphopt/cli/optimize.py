@@ -12,9 +12,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from graphopt.budget import Budget
-from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
+from graphopt.cli.app import DebugOption, app, console, err_console, one_line, set_debug
 from graphopt.cli.formatting import human_count, write_json_atomically
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, UnsupportedModelError
 from graphopt.model_io import (
     resolve_model,
     save_model,
@@ -209,6 +209,9 @@ def optimize(
         raise GraphoptError("give either --preset or --passes, not both")
     if on_budget not in ("stop", "warn"):
         raise GraphoptError(f"--on-budget {on_budget!r}: expected stop or warn")
+    if passes is not None and not passes.strip(" ,"):
+        raise GraphoptError(f"--passes {passes!r}: no pass given (see `graphopt passes`;"
+                            f" without --passes the {DEFAULT_PRESET} preset runs)")
     spec = passes or preset or DEFAULT_PRESET
     pipeline = Pipeline.from_spec(spec) if passes else Pipeline.from_preset(spec)
     fidelity_budget = Budget.parse(budget)
@@ -232,11 +235,20 @@ def optimize(
         def on_progress(done: int, total: int, name: str) -> None:
             progress.update(task, completed=done, description=name)
 
-        result = pipeline.run(
-            ir_model, verify=not no_verify, inputs=data.verification, budget=fidelity_budget,
-            on_budget=on_budget, context=context, progress=on_progress,
-            source=source_file(model),
-        )
+        try:
+            result = pipeline.run(
+                ir_model, verify=not no_verify, inputs=data.verification,
+                budget=fidelity_budget, on_budget=on_budget, context=context,
+                progress=on_progress, source=source_file(model),
+            )
+        except UnsupportedModelError as exc:
+            if no_verify or "onnxruntime cannot run" not in str(exc):
+                raise
+            custom = sorted(d for d in ir_model.opset_imports if d not in ("", "ai.onnx"))
+            why = f" (custom domains: {', '.join(custom)})" if custom else ""
+            raise UnsupportedModelError(
+                f"{one_line(exc)}; verification runs the model on onnxruntime{why}:"
+                " --no-verify optimizes without running it") from exc
         progress.update(task, description="saving")
         save_model(ir_model, out_path)
         latency = None

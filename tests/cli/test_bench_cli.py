@@ -72,7 +72,7 @@ def test_several_pairs_are_measured_paired_against_the_first(tmp_path, run_cli, 
     monkeypatch.setenv("COLUMNS", "250")  # the whole table on one line per row
     out = tmp_path / "out.json"
     code, stdout, err = run_cli("bench", "zoo:tiny_cnn", "zoo:mlp", "--backend", "ort-cpu",
-                                *PAIRED_FAST, "--threads", "1", "--json", str(out))
+                                *PAIRED_FAST, "--threads", "1", "--json", str(out), "--verbose")
     assert code == 0, err
     data = json.loads(out.read_text())
     paired = data["paired"]

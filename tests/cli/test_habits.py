@@ -1,0 +1,202 @@
+"""Issue 12: the CLI fits people's habits (80 columns, checked before it works)."""
+
+from __future__ import annotations
+
+import os
+import types
+
+import numpy as np
+import onnx
+import pytest
+
+from graphopt.cli.bench_table import display_names, speedup_lines
+
+FAST = ("--duration", "0.1", "--min-iterations", "5", "--sessions", "1", "--energy", "none",
+        "--max-seconds", "1")
+
+
+def _error_line(code: int, err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    return lines[0]
+
+
+def test_bench_table_fits_80_columns(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    optimized = tmp_path / "a-rather-long-file-name-for-a-model.opt.onnx"
+    code, _, err = run_cli("optimize", "zoo:tiny_cnn", "-o", str(optimized))
+    assert code == 0, err
+    code, stdout, err = run_cli("bench", "zoo:tiny_cnn", str(optimized), *FAST)
+    assert code == 0, err
+    assert max(len(line) for line in stdout.splitlines()) <= 80, stdout
+    header = next(line for line in stdout.splitlines() if "model" in line)
+    assert header.split() == ["model", "backend", "prec", "p50", "ms", "[95%", "CI]", "speedup",
+                              "fidelity"]
+    assert optimized.name in stdout and str(tmp_path) not in stdout.split("vs")[0]
+    assert "baseline" in stdout and "startup and settings" not in stdout
+    assert "p99 ms" not in stdout and "--verbose" in stdout
+    assert " vs zoo:tiny_cnn on ort-cpu: " in " ".join(stdout.split())  # speedup in words
+
+    monkeypatch.setenv("COLUMNS", "250")  # the wide table: every column on one line
+    code, stdout, err = run_cli("bench", "zoo:tiny_cnn", *FAST, "--verbose")
+    assert code == 0, err
+    assert "startup and settings" in stdout and "p99 ms" in stdout
+
+
+def _result(model: str, backend: str = "ort-cpu", optimization: str = "all"):
+    return types.SimpleNamespace(model=model, backend=backend,
+                                 settings={"graph_optimization": optimization})
+
+
+def _pairing(*comparisons):
+    def comparison_of(index):
+        if index == 0:
+            return None
+        low, estimate, high = comparisons[index - 1]
+        verdict = ("faster" if low > 1 else "slower" if high < 1
+                   else "no detectable difference")
+        data = {"speedup": estimate, "ci_low": low, "ci_high": high, "confidence": 0.95,
+                "verdict": verdict}
+        return types.SimpleNamespace(to_dict=lambda: data)
+
+    return types.SimpleNamespace(comparison_of=comparison_of)
+
+
+def test_speedup_lines_say_when_the_rewrite_did_nothing_on_the_backend():
+    results = [_result("zoo:resnet50"), _result("build/demo/resnet50.opt.onnx"),
+               _result("zoo:resnet50", "openvino-cpu")]
+    lines = speedup_lines(results, _pairing((0.97, 1.0, 1.03), (1.4, 1.5, 1.6)))
+    assert lines[0] == (
+        "resnet50.opt.onnx on ort-cpu vs zoo:resnet50 on ort-cpu: 1.000x (95% CI"
+        " 0.970-1.030), no detectable difference: the rewrite changed nothing measurable on"
+        " this backend (onnxruntime applies the same fusions when it loads a model)")
+    # another backend is not "the rewrite": only the figure and the verdict
+    assert lines[1].endswith("1.500x (95% CI 1.400-1.600), faster")
+    assert "interleaved" in lines[-1]
+    slower = speedup_lines(results[:2], _pairing((0.8, 0.85, 0.9)))
+    assert slower[0].endswith("faster") is False and "is slower on this backend" in slower[0]
+    unoptimized = [_result("zoo:resnet50", optimization="disabled"),
+                   _result("b.onnx", optimization="disabled")]
+    assert "(" not in speedup_lines(unoptimized, _pairing((0.9, 1.0, 1.1)))[0].split(":")[-1]
+    assert speedup_lines(results, None) == []
+
+
+def test_display_names_keep_paths_apart_when_names_collide():
+    assert display_names(["zoo:mlp", "a/m.onnx", "b/m.onnx", "c/x.onnx"]) == {
+        "zoo:mlp": "zoo:mlp", "a/m.onnx": "a/m.onnx", "b/m.onnx": "b/m.onnx",
+        "c/x.onnx": "x.onnx"}
+
+
+@pytest.mark.parametrize(("passes", "fragment"), [
+    ("fuse(max_rounds=0)", "fuse(max_rounds=0): must be at least 1"),
+    ("cleanup(iterations=-3)", "cleanup(iterations=-3): must be at least 1"),
+    ("cleanup(target_opset=5)", "the model is at opset 17; cleanup raises opsets, never lowers"),
+    ("cleanup(target_opset=99)", "cleanup(target_opset=99): expected an opset from 1 to"),
+    ("", "--passes '': no pass given"),
+    (" , ", "no pass given"),
+])
+def test_bad_pass_options_are_one_line_and_nothing_is_written(tmp_path, run_cli, passes,
+                                                              fragment):
+    out = tmp_path / "o.onnx"
+    code, _, err = run_cli("optimize", "zoo:tiny_cnn", "-o", str(out), "--passes", passes)
+    line = _error_line(code, err)
+    assert fragment in line and "Assertion" not in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("spec", "fragment"), [
+    ("ort-cpu@threads=abc", "option threads: expected a whole number, got 'abc'"),
+    ("ort-cpu@threads=-2", "option threads: expected a whole number >= 0, got -2"),
+    ("ort-cpu@spin=maybe", "option spin: expected true/false"),
+])
+def test_bad_backend_option_values_are_refused_before_any_work(tmp_path, run_cli, spec,
+                                                               fragment):
+    out = tmp_path / "r.json"
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", "-b", spec, "--json", str(out))
+    assert fragment in _error_line(code, err)
+    assert "invalid literal" not in err and not out.exists()
+
+
+def _single_input_array(tmp_path):
+    model = onnx.load(tmp_path / "m.onnx")
+    dims = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return model.graph.input[0].name, np.random.default_rng(0).random(dims, np.float32)
+
+
+def test_npy_inputs_for_a_single_input_model(tmp_path, run_cli):
+    code, _, err = run_cli("optimize", "zoo:tiny_cnn", "-o", str(tmp_path / "m.onnx"))
+    assert code == 0, err
+    _, array = _single_input_array(tmp_path)
+    np.save(tmp_path / "x.npy", array)
+    code, stdout, err = run_cli("optimize", str(tmp_path / "m.onnx"), "-o",
+                                str(tmp_path / "o.onnx"), "--inputs", str(tmp_path / "x.npy"))
+    assert code == 0, err
+    assert "verified on:" in stdout and "x.npy" in stdout
+
+    (tmp_path / "notes.npy").write_text("not an array\n")
+    (tmp_path / "notes.txt").write_text("not an array\n")
+    np.save(tmp_path / "objects.npy", np.array([{}], dtype=object), allow_pickle=True)
+    for name, fragment in (("notes.npy", "not an .npy file (no NumPy array header)"),
+                           ("objects.npy", "graphopt reads numeric arrays only"),
+                           ("notes.txt", "expected an .npz file, an .npy (single-input")):
+        code, _, err = run_cli("optimize", str(tmp_path / "m.onnx"), "-o",
+                               str(tmp_path / "o2.onnx"), "--inputs", str(tmp_path / name))
+        line = _error_line(code, err)
+        assert fragment in line and "allow_pickle" not in line
+
+
+def test_nan_in_inputs_is_named_as_the_input(tmp_path, run_cli):
+    code, _, err = run_cli("optimize", "zoo:tiny_cnn", "-o", str(tmp_path / "m.onnx"))
+    assert code == 0, err
+    name, array = _single_input_array(tmp_path)
+    array.flat[0] = np.nan
+    np.savez(tmp_path / "nan.npz", **{name: array})
+    code, _, err = run_cli("optimize", str(tmp_path / "m.onnx"), "-o",
+                           str(tmp_path / "o.onnx"), "--inputs", str(tmp_path / "nan.npz"))
+    assert code == 0, err
+    assert f"input '{name}' (1 NaN)" in err and "changed the outputs" not in err
+
+
+def test_custom_operator_that_onnxruntime_cannot_run_suggests_no_verify(tmp_path, run_cli):
+    model = onnx.parser.parse_model(
+        '<ir_version: 8, opset_import: ["" : 17, "com.acme": 1]>'
+        " g (float[2] x) => (float[2] y) { t = Relu(x) y = com.acme.Foo(t) }")
+    onnx.save(model, tmp_path / "custom.onnx")
+    out = tmp_path / "o.onnx"
+    code, _, err = run_cli("optimize", str(tmp_path / "custom.onnx"), "-o", str(out))
+    line = _error_line(code, err)
+    assert "com.acme" in line and "--no-verify" in line and not out.exists()
+    code, _, err = run_cli("optimize", str(tmp_path / "custom.onnx"), "-o", str(out),
+                           "--no-verify")
+    assert code == 0, err and out.exists()
+
+
+@pytest.mark.parametrize("option", ["-o", "--report", "--json"])
+def test_output_paths_are_checked_before_any_work(tmp_path, run_cli, option):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    command = (["bench", "zoo:tiny_cnn", *FAST] if option == "--json"
+               else ["optimize", "zoo:tiny_cnn", "-o", str(tmp_path / "m.onnx")])
+    for target, fragment in ((tmp_path / "folder", "is a folder, expected a file name"),
+                             (tmp_path / "file" / "x.json", "Not a directory")):
+        if option == "-o":
+            args = ["optimize", "zoo:tiny_cnn", "-o", str(target)]
+        else:
+            args = [*command, option, str(target)]
+        code, stdout, err = run_cli(*args)
+        assert fragment in _error_line(code, err)
+        assert "graphopt bench" not in stdout and "passes" not in stdout  # no work done
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_read_only_parent_is_refused_before_any_work(tmp_path, run_cli):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        code, _, err = run_cli("optimize", "zoo:tiny_cnn", "-o", str(folder / "m.onnx"))
+        assert "permission denied" in _error_line(code, err)
+    finally:
+        folder.chmod(0o755)
