@@ -152,7 +152,7 @@ def _plan_tucker(site: ConvSite, selection: Selection) -> Split | str:
     for w, (first, core, last) in zip(groups, parts, strict=True):
         approximation = np.einsum("or,rsk,sc->ock", last.reshape(last.shape[:2]),
                                   core.reshape(*core.shape[:2], -1),
-                                  first.reshape(first.shape[:2])).reshape(w.shape)
+                                  first.reshape(first.shape[:2]), optimize=True).reshape(w.shape)
         dropped += float(np.sum((w - approximation) ** 2))
         total += float(np.sum(w**2))
     error = math.sqrt(dropped / total) if total > 0 else 0.0

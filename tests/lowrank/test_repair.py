@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lowrank_testing import build, conv_model, relative_error, run
+from lowrank_testing import conv_model, run
 
 from graphopt.calibration import ArrayData
 from graphopt.pass_context import PassContext
@@ -32,43 +32,36 @@ def test_conv_rows_times_the_weight_is_the_conv(geometry):
     np.testing.assert_allclose(rows @ weight.reshape(7, -1).T, expected, rtol=1e-4, atol=1e-4)
 
 
-_NET = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    g (float[4, 8, 10, 10] x) => (float[4, 16, 10, 10] y) {
-        h = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
-        r = Relu (h)
-        y = Conv <pads = [1, 1, 1, 1], group = 2> (r, w2, b2)
-    }
-"""
-
-
 def _net():
-    rng = np.random.default_rng(1)
-    return build(_NET, w1=rng.normal(0, 0.2, (12, 8, 3, 3)).astype(np.float32),
-                 b1=rng.normal(0, 0.1, 12).astype(np.float32),
-                 w2=rng.normal(0, 0.2, (16, 6, 3, 3)).astype(np.float32),
-                 b2=rng.normal(0, 0.1, 16).astype(np.float32))
+    return conv_model(8, 16, (3, 3), pads=[1, 1, 1, 1], size=(10, 10), batch=4, seed=1)
 
 
 def _data(seed, batches=6):
+    """Inputs whose 8 channels mix 2 sources (correlated, as real activations are): the
+    weight-optimal truncation is then far from the output-optimal one."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(4 * batches, 8, 10, 10)).astype(np.float32) + 0.3
+    mixing = np.random.default_rng(0).normal(size=(8, 2))
+    sources = rng.normal(size=(4 * batches, 2, 10, 10))
+    x = np.einsum("cs,bshw->bchw", mixing, sources) + 0.01 * rng.normal(size=(4 * batches, 8,
+                                                                              10, 10))
+    x = x.astype(np.float32)
     return x, ArrayData(_net(), {"x": x}, batch_size=4)
 
 
 @pytest.mark.parametrize("method", ["spatial_svd", "channel_svd", "tucker2"])
 def test_repair_reduces_the_output_error(method):
-    x, calibration = _data(2)
+    _, calibration = _data(2)
     held_out, _ = _data(3, batches=1)
-    reference = run(_net(), {"x": held_out[:4]})
+    reference = run(_net(), {"x": held_out})
     errors = {}
     for repair in (False, True):
         model = _net()
-        lowrank = LowRankPass(method=method, select="macs", target_macs=0.45, round_to=2,
+        lowrank = LowRankPass(method=method, select="macs", target_macs=0.6, round_to=2,
                               only_if_faster=False, repair=repair)
         lowrank.with_context(PassContext(calibration=calibration))
         lowrank(model)
-        assert all(d.split for d in lowrank.decisions)
-        errors[repair] = relative_error(reference, run(model, {"x": held_out[:4]}))
-    assert lowrank.stats["layers_repaired"] == 2
-    assert errors[True] < 0.8 * errors[False]
+        assert lowrank.decisions[0].split
+        output = run(model, {"x": held_out})
+        errors[repair] = float(np.sqrt(np.mean((output - reference) ** 2) / np.mean(reference**2)))
+    assert lowrank.stats["layers_repaired"] == 1
+    assert errors[True] < 0.8 * errors[False], errors
