@@ -38,7 +38,13 @@ from graphopt.passes.prune.repair import (
     recalibrate_batchnorms,
     refit,
 )
-from graphopt.passes.prune.select import choose, estimate_macs, find_groups, keep_mask
+from graphopt.passes.prune.select import (
+    choose,
+    estimate_macs,
+    find_groups,
+    keep_mask,
+    restore_within,
+)
 from graphopt.passes.rewrite_utils import set_constant_input
 from graphopt.shapes import infer_shapes, missing_shapes
 from graphopt.trials import BudgetTrials
@@ -224,6 +230,9 @@ class PrunePass(GraphPass):
                 high, best = middle, _Plan(deps, pruned, middle)
             else:
                 low = middle
+        if reachable:
+            best.pruned = restore_within(cost, deps, groups, scores, best.pruned, goal,
+                                         round_to=self.round_to)
         if record:
             left = estimate_macs(cost, deps, best.pruned) / max(cost.macs, 1)
             verdict = "reached" if reachable else "not reachable (the most it can remove)"

@@ -20,7 +20,7 @@ from graphopt.cost import ModelCost
 from graphopt.passes.prune.atoms import UnionFind
 from graphopt.passes.prune.groups import Dependencies
 
-__all__ = ["Group", "find_groups", "choose", "keep_mask", "estimate_macs"]
+__all__ = ["Group", "find_groups", "choose", "restore_within", "keep_mask", "estimate_macs"]
 
 
 @dataclasses.dataclass
@@ -133,6 +133,44 @@ class _BlockLevels:
     def add(self, root: int) -> None:
         for index, counts in self.touches.get(root, ()):
             self.removed[index] += counts
+
+
+MAX_RESTORE_TRIALS = 400
+"""Chunks :func:`restore_within` tries to put back after a MAC-target search."""
+
+
+def restore_within(cost: ModelCost, deps: Dependencies, groups: list[Group],
+                   scores: Mapping[int, float], pruned: set[int], goal: float, *,
+                   round_to: int) -> set[int]:
+    """Put back the most important removed channels, ``round_to`` at a time per group, while
+    the MACs stay within ``goal`` (a uniform ratio overshoots a MAC target in steps)."""
+    chunks = []
+    for group in groups:
+        removed = sorted((c for c in group.classes if c in pruned),
+                         key=lambda c: (-scores.get(c, 0.0), c))
+        chunk, weight = [], 0
+        for root in removed:
+            chunk.append(root)
+            weight += group.weights[root]
+            if weight >= round_to:
+                chunks.append((float(np.mean([scores.get(c, 0.0) for c in chunk])), chunk))
+                chunk, weight = [], 0
+    result = set(pruned)
+    for _, chunk in sorted(chunks, key=lambda item: -item[0])[:MAX_RESTORE_TRIALS]:
+        trial = result - set(chunk)
+        if estimate_macs(cost, deps, trial) <= goal and _balanced(deps, trial):
+            result = trial
+    return result
+
+
+def _balanced(deps: Dependencies, pruned: set[int]) -> bool:
+    removed_ids = np.fromiter(pruned, dtype=np.int64)
+    for constraint in deps.balanced:
+        classes = deps.class_of(constraint.atoms).reshape(constraint.blocks, -1)
+        per_block = np.isin(classes, removed_ids).sum(axis=1)
+        if not (per_block == per_block[0]).all():
+            return False
+    return True
 
 
 def _balance(deps: Dependencies, pruned: set[int], scores: Mapping[int, float]) -> None:
