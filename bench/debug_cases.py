@@ -258,7 +258,7 @@ def case_inception(results: dict, folder: Path) -> None:
     report = debug_models(load_model(float_path), load_model(int8_path), feeds,
                           reference_label="inception_v2 (opset 13)",
                           candidate_label="quantize_static",
-                          config=DebugConfig(max_pairs=0), progress=_progress)
+                          config=DebugConfig(max_pairs=48), progress=_progress)
     results["inception"] = _print_report(report)
 
 

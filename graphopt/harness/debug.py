@@ -289,6 +289,7 @@ class _Session:
         # candidate's suffix (a bisection step), so each takes one run instead of two.
         self.joined = ref_exec.backend == cand_exec.backend and can_join(reference, candidate)
         self.to_ref = self._reference_names()
+        self.one_sided = {pair.before for pair in candidate.pairs if pair.one_sided}
         if self.joined and all(v in self.to_ref for v in candidate.cut_values(0)):
             proto = hybrid(reference, candidate, 0, self.to_ref, reference.outputs)
             runs = cand_exec.run(proto, feeds)
@@ -339,19 +340,27 @@ class _Session:
                 a.nbytes for a in cand_values.values())
             self.max_exposed = max(self.max_exposed, exposed)
             for match in chunk:
-                rows.append(self._row(match, ref_values[match.reference], cand_values))
+                rows.append(self._row(match, ref_values[match.reference], cand_values,
+                                      match.before_qdq in self.one_sided))
             del ref_values, cand_values
         return rows
 
     @staticmethod
-    def _row(match: TensorMatch, ref: np.ndarray, cand_values: Mapping) -> TensorRow:
+    def _row(match: TensorMatch, ref: np.ndarray, cand_values: Mapping,
+             one_sided: bool) -> TensorRow:
+        """``one_sided``: the pair's clamp at 0 is a ReLU (see
+        :meth:`PreparedModel.bypassing`), so what it injects is measured against the float
+        tensor's ReLU."""
         out = cand_values[match.candidate]
         if ref.shape != out.shape:
             return TensorRow(match, None, problem=f"shape {list(out.shape)} in the candidate,"
                                                   f" {list(ref.shape)} in the reference")
         injected = None
         if match.before_qdq is not None:
-            injected = _compare(match.candidate, cand_values[match.before_qdq], out).sqnr_db
+            before = cand_values[match.before_qdq]
+            if one_sided:
+                before = np.maximum(before, 0)
+            injected = _compare(match.candidate, before, out).sqnr_db
         return TensorRow(match, _compare(match.reference, ref, out), injected)
 
     # -- bisection -------------------------------------------------------------------------
