@@ -22,6 +22,7 @@ __all__ = [
     "static_batch_size",
     "check_feed",
     "random_inputs",
+    "concrete_dims",
 ]
 
 DEFAULT_DYNAMIC_DIM = 1
@@ -96,23 +97,27 @@ def _dims_text(shape: ir.Shape | None) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
 
 
+def concrete_dims(shape: ir.Shape, batch_size: int = 1) -> tuple[int, ...]:
+    """The dims random data of an input of ``shape`` gets: static dims as they are, a dynamic
+    axis 0 ``batch_size``, dynamic spatial axes (2 and up) 32, others 1."""
+    return tuple(
+        dim if isinstance(dim, int)
+        else batch_size if axis == 0
+        else _SPATIAL_DEFAULT if axis >= 2 else DEFAULT_DYNAMIC_DIM
+        for axis, dim in enumerate(shape))
+
+
 def _concrete_shape(value: ir.Value, batch_size: int, itemsize: int) -> tuple[int, ...]:
     if value.shape is None:
         raise GraphoptError(f"input {value.name!r} has no shape: pass input data explicitly")
-    dims = []
     for axis, dim in enumerate(value.shape):
-        if isinstance(dim, int):
-            if dim <= 0:
-                raise GraphoptError(
-                    f"input {value.name!r} has size {dim} on axis {axis}"
-                    f" {_dims_text(value.shape)}: random inputs would be "
-                    + ("empty; give input data (--inputs)" if dim == 0 else "impossible")
-                )
-            dims.append(dim)
-        elif axis == 0:
-            dims.append(batch_size)
-        else:
-            dims.append(_SPATIAL_DEFAULT if axis >= 2 else DEFAULT_DYNAMIC_DIM)
+        if isinstance(dim, int) and dim <= 0:
+            raise GraphoptError(
+                f"input {value.name!r} has size {dim} on axis {axis}"
+                f" {_dims_text(value.shape)}: random inputs would be "
+                + ("empty; give input data (--inputs)" if dim == 0 else "impossible")
+            )
+    dims = concrete_dims(value.shape, batch_size)
     size = itemsize
     for dim in dims:
         size *= dim

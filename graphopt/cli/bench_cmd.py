@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graphopt import __version__
+from graphopt import __version__, atomic
 from graphopt.backends.benchmark import DEFAULT_SESSIONS, ENERGY_PREFERENCES
 from graphopt.backends.energy import MEASURED_SOURCES
 from graphopt.backends.paired import (
@@ -48,8 +48,10 @@ from graphopt.cli.app import (
     set_debug,
     verbose_requested,
 )
+from graphopt.cli.bench_shapes import shaped_models
 from graphopt.cli.bench_table import compact_table, speedup_lines
 from graphopt.errors import BackendUnavailableError, GraphoptError
+from graphopt.input_shapes import defaulted_warning, parse_shapes, shapes_text
 from graphopt.output_paths import check_output_paths, data_files, model_files
 
 __all__ = ["bench"]
@@ -161,6 +163,7 @@ def _check_backends(specs) -> None:
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     models: Annotated[list[str] | None, typer.Argument(
         metavar="MODEL...", help="Model files or zoo:NAME (see `graphopt zoo`).",
         show_default=False)] = None,
@@ -212,6 +215,11 @@ def bench(
              " power), rapl, nvml, jetson, estimate (no meter; 'model' is its older name) or"
              " none. The cost model's compute-bound lower bound is reported beside.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the random benchmark inputs.")] = 0,
+    shape: Annotated[list[str] | None, typer.Option(
+        "--shape", metavar="NAME:DIMS",
+        help="Input shape for dynamic dims, e.g. data:1x3x224x224 (repeat for several"
+             " inputs). Timing, cost and energy use it; without it dynamic dims get defaults"
+             " (a warning names them).")] = None,
     json_file: Annotated[Path | None, typer.Option(
         "--json", help="Write every result (raw samples included) to this JSON file.")] = None,
     suite: Annotated[Path | None, typer.Option(
@@ -274,6 +282,9 @@ def bench(
     check_output_paths({"--json": json_file},
                        reads=[path for model in models for path in model_files(model)])
     config = timing_config(duration, min_iterations)
+    shaped = shaped_models(models, parse_shapes(shape), batch_size=batch_size,
+                           scratch=ctx.with_resource(atomic.scratch_dir()))
+    _print_shapes(shaped)
 
     def on_failure(failure: dict) -> None:
         err_console.print(f"[red]failed:[/] {escape(failure['model'])} on"
@@ -283,13 +294,16 @@ def bench(
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[phase]}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
         run = run_pairs(
-            models, specs, paired=paired_config if paired else None,
+            shaped.paths, specs, paired=paired_config if paired else None,
             task=functools.partial(_task, progress), on_failure=on_failure,
             config=config, sessions=sessions, batch_size=batch_size, threads=threads, pin=pin,
             energy=energy, seed=seed, concurrent_seconds=duration, budget=fidelity_budget,
         )
     results, failures, pairing, paired_error = (run.results, run.failures, run.pairing,
                                                 run.paired_error)
+    results = [dataclasses.replace(r, model=shaped.labels.get(r.model, r.model))
+               for r in results]
+    failures = shaped.relabel(failures)
     if paired_error is not None:
         err_console.print(f"[red]paired phase failed:[/] {escape(paired_error)}",
                           highlight=False, soft_wrap=True)
@@ -304,7 +318,7 @@ def bench(
             console.print(compact_table(results, speedups, baseline=baseline))
         _print_notes(results, sessions, verbose=verbose)
         if pairing is not None:
-            _print_paired_notes(pairing)
+            _print_paired_notes(pairing, shaped.relabel(pairing.names[0]))
         for line in speedup_lines(results, pairing):
             console.print(escape(line), highlight=False)
         if not verbose:
@@ -325,7 +339,9 @@ def bench(
             "threads": threads,
             "pin": pin,
             "results": result_dicts,
-            "paired": None if pairing is None else pairing.to_dict(),
+            "input_shapes": {model: {s.name: s.to_dict() for s in used}
+                             for model, used in shaped.shapes.items()},
+            "paired": None if pairing is None else shaped.relabel(pairing.to_dict()),
             "paired_error": paired_error,
             "failures": failures,
         })
@@ -348,13 +364,23 @@ def _task(progress: Progress, description: str) -> Iterator:
         progress.remove_task(task)
 
 
-def _print_paired_notes(pairing) -> None:
+def _print_shapes(shaped) -> None:
+    for model, used in shaped.shapes.items():
+        if used:
+            console.print(f"shapes: {escape(model)}: {escape(shapes_text(used))}",
+                          highlight=False)
+        warning = defaulted_warning(model, used)
+        if warning is not None:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+
+
+def _print_paired_notes(pairing, baseline: str) -> None:
     result = pairing.result
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] paired: {escape(warning)}", highlight=False)
     how = "reached" if result.stop_reason == STOP_CI_TARGET else "not reached"
     console.print(
-        f"speedup: baseline time / time ({pairing.names[0]} is the baseline), measured paired:"
+        f"speedup: baseline time / time ({baseline} is the baseline), measured paired:"
         f" {result.sessions} runner session(s) per pair alive, blocks in a balanced random"
         f" order, {result.config.confidence:.0%} bootstrap CI over"
         f" {'sessions, then rounds' if result.sessions > 1 else 'rounds'}; CI target"

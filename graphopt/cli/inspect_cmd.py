@@ -10,9 +10,10 @@ import onnx_ir as ir
 import typer
 from rich.table import Table
 
-from graphopt.cli.app import DebugOption, app, console, set_debug
+from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
 from graphopt.cli.formatting import human_count
 from graphopt.cost import model_cost
+from graphopt.input_shapes import fix_input_shapes, parse_shapes, used_shapes
 from graphopt.model_io import model_size_bytes, resolve_model, stored_size_bytes
 
 __all__ = ["inspect", "describe_model"]
@@ -53,12 +54,27 @@ def inspect(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of tables.")
     ] = False,
+    shape: Annotated[list[str] | None, typer.Option(
+        "--shape", metavar="NAME:DIMS",
+        help="Input shape for dynamic dims, e.g. data:1x3x224x224 (repeat for several inputs);"
+             " MACs are counted at it.")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Show MODEL's opset, inputs and outputs, operator histogram, nodes, params, MACs, size."""
     set_debug(debug)
     loaded = resolve_model(model)
-    info = describe_model(loaded, stored_size_bytes(model, loaded))
+    shapes = parse_shapes(shape)
+    size = stored_size_bytes(model, loaded)
+    fix_input_shapes(loaded, shapes)
+    info = describe_model(loaded, size)
+    dynamic = [s for s in used_shapes(loaded) if s.defaulted]
+    info["dynamic_dims_counted_as_1"] = {s.name: list(s.defaulted) for s in dynamic}
+    if dynamic:
+        err_console.print(f"warning: {model}: MACs count dynamic dims as 1 ("
+                          + "; ".join(f"{s.name}: {', '.join(d.split('=')[0] for d in s.defaulted)}"
+                                      for s in dynamic)
+                          + "); --shape NAME:DIMS counts them at a real size",
+                          highlight=False, markup=False)
     if json_output:
         typer.echo(json.dumps(info, indent=2))
         return

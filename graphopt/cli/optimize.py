@@ -15,6 +15,13 @@ from graphopt.budget import Budget
 from graphopt.cli.app import DebugOption, app, console, err_console, one_line, set_debug
 from graphopt.cli.formatting import human_count, write_json_atomically
 from graphopt.errors import GraphoptError, UnsupportedModelError
+from graphopt.input_shapes import (
+    defaulted_warning,
+    fix_input_shapes,
+    parse_shapes,
+    shapes_text,
+    used_shapes,
+)
 from graphopt.model_io import (
     resolve_model,
     save_model,
@@ -194,6 +201,11 @@ def optimize(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the JSON report on stdout instead of tables.")
     ] = False,
+    shape: Annotated[list[str] | None, typer.Option(
+        "--shape", metavar="NAME:DIMS",
+        help="Fix an input's shape, e.g. data:1x3x224x224 (repeat for several inputs; as"
+             " onnxsim --overwrite-input-shape): the result has it, verification and MACs"
+             " use it.")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Rewrite MODEL with a pipeline (the lossless preset by default), verify and save it.
@@ -217,11 +229,19 @@ def optimize(
     fidelity_budget = Budget.parse(budget)
     out_path = output if output is not None else _default_output(model)
     probe = _latency_probe(target) if target else None
+    shapes = parse_shapes(shape)
     ir_model = resolve_model(model)
     check_output_paths({"--report": report}, model_output=out_path,
                        reads=[*model_files(model, ir_model), *data_files(inputs),
                               *data_files(calib)])
     input_size = stored_size_bytes(model, ir_model)
+    fix_input_shapes(ir_model, shapes)
+    used = used_shapes(ir_model)
+    if inputs is None and calib is None:
+        warning = defaulted_warning(model, used)
+        if warning is not None:
+            err_console.print(f"warning: {warning} (verification data)", highlight=False,
+                              markup=False)
     data = resolve_run_data(ir_model, model, calib=calib, inputs=inputs,
                             preprocess=preprocess, seed=seed)
     context = PassContext(calibration=data.calibration, evaluator=data.evaluator,
@@ -256,6 +276,7 @@ def optimize(
             progress.update(task, description=f"timing on {target}")
             latency = probe.compare(resolve_model(model), ir_model)
     summary = build_report(model, out_path, result, input_size, latency)
+    summary["input_shapes"] = {s.name: s.to_dict() for s in used}
     if report is not None:
         write_json_atomically(report, summary)
     for warning in result.warnings:
@@ -267,6 +288,8 @@ def optimize(
     if explain:
         _print_explanations(result)
     _print_summary(model, out_path, summary, result, latency)
+    if used:
+        console.print(f"input shapes: {shapes_text(used)}", highlight=False, markup=False)
     if report is not None:
         console.print(f"report: {report}", highlight=False)
 

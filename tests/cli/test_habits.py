@@ -200,3 +200,58 @@ def test_read_only_parent_is_refused_before_any_work(tmp_path, run_cli):
         assert "permission denied" in _error_line(code, err)
     finally:
         folder.chmod(0o755)
+
+
+def _dynamic_conv(path):
+    """Conv 3->4 on an input [N, 3, H, W]: MACs grow with H and W."""
+    model = onnx.parser.parse_model(
+        "<ir_version: 8, opset_import: [\"\" : 17]>"
+        " g (float[N, 3, H, W] x) => (float[N, 4, H, W] y)"
+        " <float[4, 3, 3, 3] w = {" + ",".join(["0.1"] * 108) + "}>"
+        " { y = Conv<pads = [1, 1, 1, 1]>(x, w) }")
+    onnx.save(model, path)
+    return path
+
+
+def test_shape_on_inspect_optimize_and_bench(tmp_path, run_cli):
+    model = str(_dynamic_conv(tmp_path / "dyn.onnx"))
+    code, stdout, err = run_cli("inspect", model, "--json")
+    assert code == 0 and json_load(stdout)["macs"] == 4 * 27  # dynamic dims counted as 1
+    assert "MACs count dynamic dims as 1 (x: N, H, W)" in " ".join(err.split())
+    code, stdout, err = run_cli("inspect", model, "--json", "--shape", "x:1x3x8x8")
+    assert code == 0 and err == "" and json_load(stdout)["macs"] == 4 * 27 * 64
+
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    code, stdout, err = run_cli("optimize", model, "-o", str(out), "--report", str(report),
+                                "--shape", "x:1x3x8x8")
+    assert code == 0, err
+    assert "input shapes: x 1x3x8x8" in stdout and "dynamic input dims" not in err
+    assert json_load(report.read_text())["input_shapes"] == {
+        "x": {"dims": [1, 3, 8, 8], "defaulted": []}}
+    assert [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim] == [
+        1, 3, 8, 8]
+    code, _, err = run_cli("optimize", model, "-o", str(out))
+    assert code == 0 and "dynamic input dims set by default: x (N=1, H=32, W=32)" in " ".join(
+        err.split())
+
+    bench_json = tmp_path / "b.json"
+    code, stdout, err = run_cli("bench", model, *FAST, "--shape", "x:1x3x16x16", "--json",
+                                str(bench_json))
+    assert code == 0, err
+    data = json_load(bench_json.read_text())
+    (result,) = data["results"]
+    assert result["model"] == model  # the user's name, not the scratch copy's
+    assert result["cost"]["macs"] == 4 * 27 * 256  # the cost model sees the measured shape
+    assert data["input_shapes"] == {model: {"x": {"dims": [1, 3, 16, 16], "defaulted": []}}}
+    assert f"shapes: {model}: x 1x3x16x16" in " ".join(stdout.split())
+
+    for args, fragment in ((("x:1x3x16",), "has rank 4"), (("y:1x3x4x4",), "no model has"),
+                           (("x:1x3xAxB",), "whole numbers"), (("x:2x4x8x8",), "fixed at 3")):
+        code, _, err = run_cli("bench", model, *FAST, "--shape", *args)
+        assert fragment in _error_line(code, err)
+
+
+def json_load(text):
+    import json
+
+    return json.loads(text)
