@@ -112,6 +112,10 @@ def tune(
         help="latency: the highest paired speedup over ort-cpu fp32; energy: the least"
              " energy per inference (the best available source: RAPL/NVML/Jetson rails, else"
              " estimate:time-x-power, labelled).")] = "latency",
+    judge: Annotated[str, typer.Option(
+        help="outputs: judge the graph outputs; logits: judge the logits a final Softmax"
+             " reads (a saturated softmax makes output SQNR depend only on top-1 flips); the"
+             " Softmax is put back in the written model.")] = "outputs",
     pipeline: Annotated[list[str] | None, typer.Option(
         "--pipeline", help="Search these pipeline specs or presets instead of the default"
                            " space (repeat the option; 'none' is the model as given).")
@@ -154,7 +158,7 @@ def tune(
     tuner = Tuner(model, out, target=target, budget=budget, objective=objective,
                   time_limit=seconds, calib=calib, inputs=inputs, preprocess=preprocess,
                   pipelines=pipeline, probe_seconds=probe_seconds, sessions=sessions,
-                  threads=threads, pin=pin, seed=seed, on_trial=on_trial)
+                  threads=threads, pin=pin, seed=seed, judge=judge, on_trial=on_trial)
     try:
         result = tuner.run()
     except Interrupted:

@@ -16,6 +16,10 @@ backend variant:
    the calibration, or seeded random inputs) against onnxruntime fp32 (graph optimizations
    off) on the input model, judged on the budget (an ``accuracy_drop`` term on the target's
    own predictions over the labelled data). A candidate that breaks it is not timed.
+   ``judge="logits"`` judges the logits a final Softmax reads instead of its probabilities:
+   the search runs on the model with that Softmax taken off (:func:`strip_softmax`; the
+   pipelines' own budget checks see the logits too) and puts it back before timing and
+   writing (:func:`restore_softmax`), so the output keeps the input's outputs.
 3. Latency: measured paired against the baseline (:func:`graphopt.backends.comparison.compare`:
    runners of both alive, short blocks in a balanced random order, a bootstrap CI of the
    speedup), at most ``probe_seconds`` each. With ``objective="energy"`` also the energy per
@@ -73,6 +77,7 @@ from graphopt.pass_api import get_preset, pass_names
 from graphopt.pass_context import PassContext
 from graphopt.pipeline import LOSSY_RANDOM_SAMPLES, VERIFICATION_SEED_OFFSET, Pipeline
 from graphopt.run_data import resolve_run_data
+from graphopt.shapes import infer_shapes
 from graphopt.spec import build_passes, parse_spec
 from graphopt.verify import Fidelity, compare_outputs
 
@@ -81,6 +86,7 @@ __all__ = [
     "DEFAULT_PIPELINES",
     "DEFAULT_PROBE_SECONDS",
     "METADATA_KEY",
+    "JUDGE_CHOICES",
     "OBJECTIVES",
     "Candidate",
     "Trial",
@@ -97,6 +103,10 @@ logger = logging.getLogger(__name__)
 BASELINE_BACKEND = "ort-cpu"
 """Every speedup is against the input model on onnxruntime CPU fp32."""
 OBJECTIVES = ("latency", "energy")
+JUDGE_CHOICES = ("outputs", "logits")
+"""What fidelity is judged on: the graph outputs, or the logits a final Softmax reads (a
+saturated softmax, probabilities of exactly 1 and 0, makes every output SQNR either huge
+or near 0 dB, depending only on whether a top-1 flips)."""
 DEFAULT_PROBE_SECONDS = 10.0
 """Time budget of one paired latency measurement (warm-up included)."""
 MIN_PROBE_SECONDS = 1.0
@@ -228,6 +238,7 @@ class TuneResult:
     calibration_data: str | None = None
     left_out: list[str] = dataclasses.field(default_factory=list)
     written: bool = False
+    judge: str = "outputs"
 
     @property
     def best_trial(self) -> Trial:
@@ -263,7 +274,8 @@ class TuneResult:
         else:
             lines.append(f"chosen: {best.candidate.name} (ran {best.precision}):"
                          f" {_speed_text(best)}, {_fidelity_text(best)} (budget {self.budget},"
-                         f" judged on {best.candidate.backend}'s own outputs)"
+                         f" judged on {best.candidate.backend}'s own"
+                         f" {'logits' if self.judge == 'logits' else 'outputs'})"
                          + (f", {_energy_text(best)}" if best.energy_j is not None else ""))
         ranked = sorted((t for t in self.trials if t.status == "measured" and t is not best),
                         key=lambda t: t.objective_value(self.objective) or math.inf)
@@ -306,6 +318,7 @@ class TuneResult:
             "target": self.target,
             "baseline": f"the input model on {BASELINE_BACKEND} fp32",
             "budget": self.budget,
+            "judged_on": self.judge,
             "objective": self.objective,
             "output": self.output,
             "output_written": self.written,
@@ -470,6 +483,7 @@ class Tuner:
         pin: bool | None = None,
         seed: int = 0,
         energy_seconds: float = ENERGY_SECONDS,
+        judge: str = "outputs",
         on_trial: TrialCallback | None = None,
     ) -> None:
         if objective not in OBJECTIVES:
@@ -492,6 +506,9 @@ class Tuner:
         self.sessions = sessions
         self.threads, self.pin, self.seed = threads, pin, seed
         self.energy_seconds = energy_seconds
+        if judge not in JUDGE_CHOICES:
+            raise GraphoptError(f"judge {judge!r}: expected one of {', '.join(JUDGE_CHOICES)}")
+        self.judge = judge
         self.on_trial = on_trial
         self.original: ir.Model | None = None
         self._pipeline_fidelity: dict[str, object] = {}
@@ -500,7 +517,7 @@ class Tuner:
         self.result = TuneResult(model=self.model, target=str(self.target),
                                  budget=str(self.budget), objective=objective,
                                  output=str(self.output), time_limit=time_limit,
-                                 left_out=left_out)
+                                 left_out=left_out, judge=judge)
         self.result.trials = [Trial(Candidate("", BASELINE_BACKEND)),
                               *(Trial(c) for c in candidates)]
         self._deadline: float | None = None
@@ -526,7 +543,8 @@ class Tuner:
             result.stop_reason = f"time limit of {self.time_limit:g} s"
             self._write_baseline_if_nothing()
         except BaseException as exc:
-            result.stop_reason = f"interrupted ({type(exc).__name__})"
+            result.stop_reason = (f"failed: {_error_text(exc)}" if isinstance(exc, Exception)
+                                  else f"interrupted ({type(exc).__name__})")
             self._write_baseline_if_nothing()
             raise
         finally:
@@ -551,6 +569,7 @@ class Tuner:
 
     def _prepare(self) -> None:
         """Data, reference outputs, the benchmark feed; the baseline written and timed."""
+        reference = self._load()  # first: a model that cannot be judged stops here
         self.original = resolve_model(self.model)
         self.original_path = model_file(self.model)
         baseline = self.result.trials[0]
@@ -569,10 +588,10 @@ class Tuner:
         if self.budget.term("accuracy_drop") is not None and data.evaluator is None:
             raise GraphoptError(f"budget {self.budget.term('accuracy_drop')} needs labelled"
                                 " data (a 'labels' array in the data, or zoo:digits)")
-        session = oracle.make_session(self.original)
+        session = oracle.make_session(reference)
         self.expected = _concatenated([oracle.run_model(session, f) for f in self.feeds])
         self.accuracy_before = (None if data.evaluator is None
-                                else data.evaluator.accuracy(self.original))
+                                else data.evaluator.accuracy(reference))
         batch = static_batch_size(self.original) or 1  # latency at the model's own batch
         self.feed = {name: array[:batch] if array.ndim else array
                      for name, array in self.feeds[0].items()}
@@ -602,7 +621,10 @@ class Tuner:
                 trial.seconds = time.monotonic() - started
                 self._notify(trial)
             return
-        path = save_model(model, self._folder / "candidate.onnx")
+        path = timed = save_model(model, self._folder / "candidate.onnx")
+        if self.judge == "logits":  # judged on the logits, timed and written whole
+            restore_softmax(model)
+            timed = save_model(model, self._folder / "candidate-softmax.onnx")
         pipeline_seconds = time.monotonic() - started
         precisions: dict[str, str] = {}
         for trial in trials:
@@ -611,7 +633,7 @@ class Tuner:
             trial.pipeline_budget = str(pipeline_budget)
             started = time.monotonic()
             try:
-                self._try(trial, model, path, precisions)
+                self._try(trial, model, path, timed, precisions)
             except (GraphoptError, Exception) as exc:
                 logger.debug("candidate %s failed", trial.candidate.name, exc_info=True)
                 trial.status, trial.reason = "failed", _error_text(exc)
@@ -620,7 +642,7 @@ class Tuner:
             self._notify(trial)
 
     def _optimized(self, candidate: Candidate) -> tuple[ir.Model, Budget]:
-        model = resolve_model(self.model)
+        model = self._load()
         budget = tightened(self.budget) if candidate.tighten else self.budget
         if candidate.pipeline:
             data = self.data
@@ -632,7 +654,14 @@ class Tuner:
                 self._pipeline_fidelity[candidate.pipeline] = report.fidelity
         return model, budget
 
-    def _try(self, trial: Trial, model: ir.Model, path: Path,
+    def _load(self) -> ir.Model:
+        """A fresh copy of the input model, its final Softmax taken off when judging logits."""
+        model = resolve_model(self.model)
+        if self.judge == "logits":
+            strip_softmax(model)
+        return model
+
+    def _try(self, trial: Trial, model: ir.Model, path: Path, timed: Path,
              precisions: dict[str, str]) -> None:
         spec = parse_backend(trial.candidate.backend)
         fidelity, precision, accuracy, run_as = self._target_fidelity(path, spec)
@@ -650,9 +679,9 @@ class Tuner:
         if not judgement.ok:
             trial.status, trial.reason = "over budget", "; ".join(judgement.failures)
             return
-        self._latency(trial, path, spec)
+        self._latency(trial, timed, spec)
         if self.objective == "energy":
-            self._energy(trial, path, spec)
+            self._energy(trial, timed, spec)
         trial.status = "measured"
         if self._better(trial, self.result.best_trial):
             self._write(model, trial)
@@ -728,7 +757,8 @@ class Tuner:
         """Save ``model`` as the output (atomic), saying in its metadata what it is."""
         candidate = trial.candidate
         note = {"backend": candidate.backend, "pipeline": candidate.pipeline or "none",
-                "budget": str(self.budget), "objective": self.objective,
+                "budget": str(self.budget), "judged_on": self.judge,
+                "objective": self.objective,
                 "speedup_vs_ort_fp32": trial.speedup, "sqnr_db": (
                     "inf" if trial.sqnr_db is not None and math.isinf(trial.sqnr_db)
                     else trial.sqnr_db),
@@ -748,6 +778,52 @@ class Tuner:
     def _notify(self, trial: Trial) -> None:
         if self.on_trial is not None:
             self.on_trial(trial)
+
+
+_SOFTMAX_KEY = "graphopt.tune.softmax"
+
+
+def strip_softmax(model: ir.Model) -> None:
+    """Make the logits a final Softmax reads the graph output in its place (recorded in the
+    model's metadata for :func:`restore_softmax`). Refused, in one line, unless exactly one
+    output comes from a Softmax over the last axis of rank-2 logits (where every opset's
+    Softmax computes the same)."""
+    graph = model.graph
+    found = []
+    for index, value in enumerate(graph.outputs):
+        node = value.producer()
+        if node is not None and node.op_type == "Softmax" and node.domain in ("", "ai.onnx"):
+            found.append((index, value, node))
+    if len(found) != 1:
+        raise GraphoptError(f"judging logits needs one graph output made by a Softmax;"
+                            f" this model has {len(found)}")
+    index, value, node = found[0]
+    logits = node.inputs[0]
+    if logits.shape is None:
+        infer_shapes(model)
+    axis = node.attributes.get("axis")
+    axis = None if axis is None else axis.as_int()
+    rank = None if logits.shape is None else len(logits.shape)
+    if rank != 2 or axis not in (None, 1, -1) or value.uses() or logits.is_graph_output():
+        raise GraphoptError(f"judging logits: the final Softmax of {value.name!r} must read"
+                            f" rank-2 logits over their last axis and feed nothing else")
+    graph.outputs[index] = logits
+    graph.remove(node, safe=True)
+    model.metadata_props[_SOFTMAX_KEY] = json.dumps(
+        {"index": index, "name": value.name})
+
+
+def restore_softmax(model: ir.Model) -> None:
+    """Put back the Softmax :func:`strip_softmax` took off, under the output's old name."""
+    note = json.loads(model.metadata_props.pop(_SOFTMAX_KEY))
+    graph = model.graph
+    logits = graph.outputs[note["index"]]
+    node = ir.Node("", "Softmax", [logits], attributes=[ir.AttrInt64("axis", -1)],
+                   name=f"{note['name']}_softmax")
+    graph.append(node)
+    output = node.outputs[0]
+    output.name, output.dtype, output.shape = note["name"], logits.dtype, logits.shape
+    graph.outputs[note["index"]] = output
 
 
 def _error_text(exc: BaseException) -> str:

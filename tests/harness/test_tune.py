@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from graphopt.backends.registry import parse_backend
 from graphopt.budget import Budget
@@ -24,7 +26,9 @@ from graphopt.harness.tune import (
     TuneResult,
     backend_variants,
     parse_duration,
+    restore_softmax,
     search_space,
+    strip_softmax,
     tightened,
 )
 
@@ -203,3 +207,49 @@ def test_tune_refuses_a_missing_budget_and_an_unknown_objective(tmp_path):
         Tuner(MODEL, tmp_path / "x.onnx", budget="")
     with pytest.raises(GraphoptError, match="objective"):
         Tuner(MODEL, tmp_path / "x.onnx", budget="sqnr>=20", objective="speed")
+
+
+def _softmax_classifier(path):
+    """x[1, 16] -> MatMul -> Relu -> MatMul -> Softmax (opset 9, the zoo's habit): logits that
+    saturate the softmax on large inputs."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(16, 32)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(32, 10)).astype(np.float32) * 3, "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["prob"])],
+        "classifier", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("prob", onnx.TensorProto.FLOAT, [1, 10])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_judging_logits_strips_and_restores_the_final_softmax(tmp_path):
+    from graphopt import oracle
+    from graphopt.model_io import resolve_model
+
+    source = _softmax_classifier(tmp_path / "classifier.onnx")
+    model = resolve_model(source)
+    strip_softmax(model)
+    assert [v.name for v in model.graph.outputs] == ["logits"]
+    restore_softmax(model)
+    assert [v.name for v in model.graph.outputs] == ["prob"]
+    with pytest.raises(GraphoptError, match="Softmax"):
+        strip_softmax(resolve_model(MODEL))
+
+    output = tmp_path / "tuned.onnx"
+    result = Tuner(source, output, budget="sqnr>=25", judge="logits",
+                   pipelines=["lossless"], **FAST).run()
+    (trial,) = [t for t in result.trials if t.candidate.pipeline == "lossless"]
+    assert trial.status == "measured", trial.reason
+    assert [o["name"] for o in trial.fidelity["outputs"]] == ["logits"]
+    assert result.to_dict()["judged_on"] == "logits"
+    # The written model computes the input's probabilities, under the input's output name.
+    feed = {"x": np.random.default_rng(1).normal(size=(1, 16)).astype(np.float32)}
+    expected = oracle.run_model(oracle.make_session(resolve_model(source)), feed)
+    got = oracle.run_model(oracle.make_file_session(output), feed)
+    assert list(got) == ["prob"]
+    np.testing.assert_allclose(got["prob"], expected["prob"], rtol=1e-5, atol=1e-7)
