@@ -3,7 +3,8 @@
 Three parts, each on its own flag (all by default except ``--pays``):
 
 ``--macs``: zoo vgg19 and bvlc_alexnet after ``lossless``, then ``lowrank(energy=E)`` with
-  ``only_if_faster=false`` (every conv split at the energy): the MACs of the convs before and
+  ``only_if_faster=false`` (every conv split at the energy; ``--op-types "Conv;Gemm"`` splits
+  the fully connected layers too): the MACs of the convs before and
   after, the output's cosine to the lossless model on seeded random inputs (onnxruntime,
   graph optimizations off), whether the saved model runs in onnxruntime (all optimizations on)
   and in OpenVINO (and agrees with onnxruntime), and with ``--latency`` the paired A/B
@@ -100,7 +101,8 @@ def bench_macs(args) -> list[dict]:
     for name in args.models:
         base = _lossless(f"zoo:{name}")
         model = _lossless(f"zoo:{name}")
-        spec = f"lowrank(energy={args.energy},method={args.method},only_if_faster=false)"
+        spec = (f"lowrank(energy={args.energy},method={args.method},only_if_faster=false,"
+                f"op_types={args.op_types})")
         start = time.perf_counter()
         (lowrank,) = build_passes(spec)
         lowrank(model)
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MAC_MODELS))
     parser.add_argument("--energy", type=float, default=0.5)
     parser.add_argument("--method", default="auto")
+    parser.add_argument("--op-types", default="Conv", help="layers --macs splits (Conv;Gemm)")
     parser.add_argument("--target", default=None, help="probe target for --pays (ort-cpu)")
     parser.add_argument("--quick", action="store_true", help="short timings (smoke test)")
     parser.add_argument("--json", type=Path, default=None)

@@ -337,5 +337,8 @@ def layer_model(site: ConvSite | MatrixSite, split: Split | None, opset: int) ->
     graph.extend(nodes)
     output = nodes[-1].outputs[0]
     output.name, output.dtype = "y", source.dtype
+    known = site.node.outputs[0].shape
+    if known is not None:
+        output.shape = ir.Shape([d if isinstance(d, int) else 1 for d in tuple(known)])
     graph.outputs.append(output)
     return ir.Model(graph, ir_version=8)

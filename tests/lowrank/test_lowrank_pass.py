@@ -210,3 +210,26 @@ def test_digits_pipeline_under_a_budget():
     assert record.after.macs < 0.8 * record.before.macs
     assert record.accuracy is not None and record.accuracy >= report.accuracy_before - 40
     assert len(record.explanations) == 11  # one line per Conv/Gemm of the model
+
+
+def test_layer_models_run_and_agree_at_full_rank():
+    from graphopt.passes.lowrank.plan import Selection, plan_layer
+    from graphopt.passes.lowrank.rewrite import layer_model, matrix_site
+
+    rng = np.random.default_rng(11)
+    conv = conv_model(6, 8, (3, 3), strides=[2, 1], pads=[1, 1, 1, 1], group=2)
+    gemm = build("""
+        <ir_version: 8, opset_import: ["" : 9]>
+        g (float[3, 12] x) => (float[3, 7] y) { y = Gemm <transB = 1> (x, w, c) }""",
+                 w=rng.normal(size=(7, 12)).astype(np.float32),
+                 c=rng.normal(size=7).astype(np.float32))
+    for model, site_of in ((conv, conv_site), (gemm, matrix_site)):
+        site = site_of(next(iter(model.graph)))
+        split = plan_layer(site, "channel_svd", Selection(energy=1.0, round_to=1))
+        opset = model.opset_imports[""]
+        alone, factors = layer_model(site, None, opset), layer_model(site, split, opset)
+        shape = [d if isinstance(d, int) else 1 for d in site.node.inputs[0].shape]
+        feed = {"x": rng.normal(size=shape).astype(np.float32)}
+        assert relative_error(run(alone, feed), run(factors, feed)) < 1e-4
+        check(alone)
+        check(factors)
