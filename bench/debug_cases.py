@@ -290,7 +290,7 @@ def case_nncf(results: dict, folder: Path) -> None:
                           candidate_backend=parse_backend("openvino-cpu"), progress=_progress)
     results["nncf"] = _print_report(report)
     results["nncf"]["int8_convs_alone"] = _int8_convs_alone(model, feeds[0], folder)
-    only_outputs = DebugConfig(sweep=False, bisect=False, max_pairs=1)
+    only_outputs = DebugConfig(sweep=False, bisect=False, pairs=False)
     for label, backend in (("the reference onnxruntime", None),
                            ("openvino-cpu", parse_backend("openvino-cpu"))):
         fp32 = debug_models(upgraded, model, feeds, candidate_backend=backend,

@@ -163,6 +163,9 @@ def debug(
         "--sweep/--no-sweep", help="Compare every matched tensor (in chunks).")] = True,
     bisect: Annotated[bool, typer.Option(
         "--bisect/--no-bisect", help="Locate the diverging node by bisection.")] = True,
+    pairs: Annotated[bool, typer.Option(
+        "--pairs/--no-pairs", help="Quantized candidates: disable each Q/DQ pair in turn and"
+                                   " rank them by the output error they carry.")] = True,
     max_pairs: Annotated[int, typer.Option(
         help="Quantized candidates: most Q/DQ pairs disabled in turn (noisiest first; 0:"
              " all).", min=0)] = DEFAULT_MAX_PAIRS,
@@ -199,7 +202,7 @@ def debug(
         feeds = [random_inputs(ref_model, seed=seed + index) for index in range(batches)]
         description = f"random inputs (seed {seed}, {batches} batch(es))"
     config = DebugConfig(threshold_db=threshold, chunk_bytes=int(chunk_mb * 2**20),
-                         sweep=sweep, bisect=bisect, max_pairs=max_pairs)
+                         sweep=sweep, bisect=bisect, pairs=pairs, max_pairs=max_pairs)
 
     def progress(text: str) -> None:
         if not json_output and err_console.is_terminal:

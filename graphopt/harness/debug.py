@@ -95,6 +95,7 @@ class DebugConfig:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     sweep: bool = True
     bisect: bool = True
+    pairs: bool = True  # Q/DQ pairs disabled in turn (quantized candidates)
     max_pairs: int = DEFAULT_MAX_PAIRS  # 0: every pair
 
 
@@ -515,7 +516,8 @@ def debug_models(
         # Q/DQ pairs explain a quantized candidate against a float reference; between two
         # quantized models (or one on two backends) disabling a pair on one side says nothing.
         quantized = bool(cand.pairs) and not ref.pairs
-        contributions = session.contributions(rows) if quantized and diverges else []
+        contributions = (session.contributions(rows)
+                         if config.pairs and quantized and diverges else [])
         return DebugReport(
             reference=reference_label, candidate=candidate_label,
             reference_backend=session.ref_exec.label, candidate_backend=session.cand_exec.label,

@@ -218,16 +218,30 @@ class PreparedModel:
     def bypassing(self, pairs: Iterable[QdqPair]) -> onnx.ModelProto:
         """The model with each pair replaced by the float operation it stands for: a ReLU
         for a one-sided pair (the clamp at 0 is the model's ReLU when a quantizer removed
-        it, and changes nothing on non-negative data), an Identity otherwise. Only the
-        rounding and the range's upper clipping are gone; names are kept."""
+        it, and changes nothing on non-negative data), else nothing (the readers read the
+        float tensor; an Identity keeps a graph output's name). Only the rounding and the
+        range's upper clipping are gone."""
         proto = self._copy()
         graph = proto.graph
-        replace: dict[int, onnx.NodeProto] = {}
+        replace: dict[int, onnx.NodeProto | None] = {}
+        rewire: dict[str, str] = {}
         for pair in pairs:  # in the DequantizeLinear's place: the Q may feed other pairs
+            if not pair.one_sided and pair.after not in self.outputs:
+                rewire[pair.after] = pair.before  # no Identity: runtimes merge its names
+                replace[pair.dequantize] = None
+                continue
             op = "Relu" if pair.one_sided else "Identity"
             replace[pair.dequantize] = onnx.helper.make_node(
                 op, [pair.before], [pair.after], name=f"{pair.name}_disabled")
-        kept = [replace.get(index, node) for index, node in enumerate(graph.node)]
+        kept = []
+        for index, node in enumerate(graph.node):
+            node = replace.get(index, node)
+            if node is None:
+                continue
+            for slot, name in enumerate(node.input):
+                if name in rewire:
+                    node.input[slot] = rewire[name]
+            kept.append(node)
         del graph.node[:]
         graph.node.extend(kept)
         return proto
