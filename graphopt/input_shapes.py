@@ -100,15 +100,16 @@ class UsedShape:
 
 
 def used_shapes(model: ir.Model, *, batch_size: int = 1) -> list[UsedShape]:
-    """The shape each input's random data gets, and which dynamic dims were defaulted."""
+    """The shape each input's random data gets, and which dynamic dims past the batch axis
+    were defaulted."""
     result = []
     for value in model_inputs(model):
         if value.shape is None:
             continue
         dims = concrete_dims(value.shape, batch_size)
-        defaulted = tuple(
+        defaulted = tuple(  # the batch axis follows batch_size: not a default to warn of
             f"{d if str(d) not in ('', 'None') else f'axis {axis}'}={dims[axis]}"
-            for axis, d in enumerate(value.shape) if not isinstance(d, int))
+            for axis, d in enumerate(value.shape) if axis > 0 and not isinstance(d, int))
         result.append(UsedShape(value.name, dims, defaulted))
     return result
 

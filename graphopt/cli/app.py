@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from graphopt import notices
 from graphopt.errors import GraphoptError
 
 __all__ = ["app", "main", "console", "err_console", "DebugOption", "set_debug", "EXIT_USAGE",
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     SIGTERM and SIGINT remove temporary files and exit with 128 + the signal number.
     """
     args = list(argv if argv is not None else sys.argv[1:])
+    stop_listening = notices.listen(
+        lambda text: err_console.print(text, highlight=False, markup=False))
     try:
         with _logging(args), _signals_unwind():
             app(args=argv)
@@ -169,3 +172,5 @@ def main(argv: list[str] | None = None) -> None:
             " (run with --debug for the traceback)", highlight=False, soft_wrap=True,
         )
         sys.exit(1)
+    finally:
+        stop_listening()

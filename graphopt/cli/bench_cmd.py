@@ -17,8 +17,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import math
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -221,7 +224,9 @@ def bench(
              " inputs). Timing, cost and energy use it; without it dynamic dims get defaults"
              " (a warning names them).")] = None,
     json_file: Annotated[Path | None, typer.Option(
-        "--json", help="Write every result (raw samples included) to this JSON file.")] = None,
+        "--json", metavar="FILE|-",
+        help="Write every result (raw samples included) to this JSON file; - prints it on"
+             " stdout (tables go to stderr).")] = None,
     suite: Annotated[Path | None, typer.Option(
         help="Run a benchmark suite (TOML, see bench/suites/) instead of MODEL...: models x"
              " pipelines x backends x options, each cell stored in --results as it ends; a"
@@ -279,7 +284,10 @@ def bench(
                                  contention=contention, seed=seed)
     specs = parse_backend_list(backend or [DEFAULT_BACKEND])
     _check_backends(specs)
-    check_output_paths({"--json": json_file},
+    json_stdout = json_file is not None and os.fspath(json_file) == "-"
+    if json_stdout:  # the JSON alone on stdout, what a person reads on stderr
+        ctx.with_resource(_human_output_on_stderr())
+    check_output_paths({"--json": None if json_stdout else json_file},
                        reads=[path for model in models for path in model_files(model)])
     config = timing_config(duration, min_iterations)
     shaped = shaped_models(models, parse_shapes(shape), batch_size=batch_size,
@@ -325,13 +333,13 @@ def bench(
             console.print("more columns, startup and energy notes: --verbose; every figure:"
                           " --json FILE", highlight=False)
     if json_file is not None:
-        from graphopt.cli.formatting import write_json_atomically
+        from graphopt.cli.formatting import json_ready, write_json_atomically
 
         result_dicts = [r.to_dict() for r in results]
         for index, data in enumerate(result_dicts):
             comparison = None if pairing is None else pairing.comparison_of(index)
             data["speedup_vs_baseline"] = None if comparison is None else comparison.to_dict()
-        write_json_atomically(json_file, {
+        report = json_ready({
             "graphopt_version": __version__,
             "command": "bench",
             "timing_config": dataclasses.asdict(config),
@@ -345,13 +353,28 @@ def bench(
             "paired_error": paired_error,
             "failures": failures,
         })
-        console.print(f"results written to {json_file}")
+        if json_stdout:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            write_json_atomically(json_file, report)
+            console.print(f"results written to {json_file}")
     if failures:
         raise GraphoptError(f"{len(failures)} of {len(models) * len(specs)} benchmarks failed:"
                             f" {failures[0]['model']} on {failures[0]['backend']}:"
                             f" {failures[0]['error']}")
     if paired_error is not None:
         raise GraphoptError(f"paired phase failed: {paired_error}")
+
+
+@contextlib.contextmanager
+def _human_output_on_stderr() -> Iterator[None]:
+    """Tables and notes on stderr while stdout carries the JSON (``--json -``)."""
+    previous = console._file  # None: follow sys.stdout as it is at each print
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = previous
 
 
 @contextlib.contextmanager
@@ -366,7 +389,7 @@ def _task(progress: Progress, description: str) -> Iterator:
 
 def _print_shapes(shaped) -> None:
     for model, used in shaped.shapes.items():
-        if used:
+        if used and model in shaped.shown:
             console.print(f"shapes: {escape(model)}: {escape(shapes_text(used))}",
                           highlight=False)
         warning = defaulted_warning(model, used)

@@ -30,6 +30,7 @@ class ShapedModels:
     paths: list[str]
     labels: dict[str, str]
     shapes: dict[str, list[UsedShape]]
+    shown: set[str] = dataclasses.field(default_factory=set)  # dynamic or --shape: printed
 
     def relabel(self, data: object) -> object:
         """``data`` (strings, lists, dicts) with every copy's path replaced by its label."""
@@ -50,7 +51,13 @@ def shaped_models(models: Sequence[str], shapes: Mapping[str, tuple[int, ...]], 
     result = ShapedModels(paths=[], labels={}, shapes={})
     used_names = set()
     for index, spec in enumerate(models):
-        model = resolve_model(spec)
+        try:
+            model = resolve_model(spec)
+        except GraphoptError:
+            if len(models) == 1:
+                raise
+            result.paths.append(spec)  # measured as given: its failure is recorded there
+            continue
         inputs = {v.name: v for v in model_inputs(model)}
         fixed = {name: dims for name, dims in shapes.items() if name in inputs}
         used_names |= set(fixed)
@@ -62,6 +69,7 @@ def shaped_models(models: Sequence[str], shapes: Mapping[str, tuple[int, ...]], 
                 fixed[name] = (None, *dims[1:])  # the batch axis stays --batch-size's
         shown = used_shapes(model, batch_size=batch_size)
         if fixed:
+            result.shown.add(spec)
             defaulted = {s.name: s.defaulted for s in shown}
             _fix(model, fixed)
             name = zoo_name(spec) or Path(spec).stem

@@ -8,11 +8,15 @@ from typing import Annotated
 
 import onnx_ir as ir
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from graphopt import __version__
 from graphopt.cli.app import DebugOption, app, console, err_console, set_debug
+from graphopt.cli.bench_table import display_names
 from graphopt.cli.formatting import human_count
 from graphopt.cost import model_cost
+from graphopt.feeds import model_inputs
 from graphopt.input_shapes import fix_input_shapes, parse_shapes, used_shapes
 from graphopt.model_io import model_size_bytes, resolve_model, stored_size_bytes
 
@@ -50,7 +54,9 @@ def describe_model(model: ir.Model, size_bytes: int | None = None) -> dict:
 
 @app.command()
 def inspect(
-    model: Annotated[str, typer.Argument(help="An .onnx file or zoo:NAME.")],
+    models: Annotated[list[str], typer.Argument(
+        metavar="MODEL...", help="One or more .onnx files or zoo:NAME; several are shown side"
+        " by side.", show_default=False)],
     json_output: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of tables.")
     ] = False,
@@ -60,24 +66,20 @@ def inspect(
              " MACs are counted at it.")] = None,
     debug: DebugOption = False,
 ) -> None:
-    """Show MODEL's opset, inputs and outputs, operator histogram, nodes, params, MACs, size."""
+    """Show MODEL's opset, inputs and outputs, operator histogram, nodes, params, MACs, size;
+    several models: per-operator counts, params, MACs and size side by side."""
     set_debug(debug)
-    loaded = resolve_model(model)
     shapes = parse_shapes(shape)
-    size = stored_size_bytes(model, loaded)
-    fix_input_shapes(loaded, shapes)
-    info = describe_model(loaded, size)
-    dynamic = [s for s in used_shapes(loaded) if s.defaulted]
-    info["dynamic_dims_counted_as_1"] = {s.name: list(s.defaulted) for s in dynamic}
-    if dynamic:
-        err_console.print(f"warning: {model}: MACs count dynamic dims as 1 ("
-                          + "; ".join(f"{s.name}: {', '.join(d.split('=')[0] for d in s.defaulted)}"
-                                      for s in dynamic)
-                          + "); --shape NAME:DIMS counts them at a real size",
-                          highlight=False, markup=False)
+    infos = [_inspect_one(model, shapes, several=len(models) > 1) for model in models]
     if json_output:
-        typer.echo(json.dumps(info, indent=2))
+        data = ({"graphopt_version": __version__, **infos[0]} if len(infos) == 1 else
+                {"graphopt_version": __version__, "models": infos})
+        typer.echo(json.dumps(data, indent=2))
         return
+    if len(infos) > 1:
+        _print_side_by_side(infos)
+        return
+    info, model = infos[0], models[0]
     opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in info["opset"].items())
     console.print(f"[bold]{model}[/]  opset {opsets}, IR v{info['ir_version']}", highlight=False)
     io = Table(title="inputs and outputs", title_justify="left")
@@ -98,3 +100,47 @@ def inspect(
         f"MACs {human_count(info['macs'])}, size {human_count(info['size_bytes'], 'B')}",
         highlight=False,
     )
+
+
+def _inspect_one(model: str, shapes: dict, *, several: bool) -> dict:
+    loaded = resolve_model(model)
+    size = stored_size_bytes(model, loaded)
+    fix_input_shapes(loaded, {k: v for k, v in shapes.items()
+                              if not several or k in {i.name for i in model_inputs(loaded)}})
+    info = {"model": model, **describe_model(loaded, size)}
+    # The batch axis counted as 1 is the usual per-sample figure; other dynamic dims are not.
+    dynamic = [s for s in used_shapes(loaded) if s.defaulted]
+    info["dynamic_dims_counted_as_1"] = {s.name: [d.split("=")[0] for d in s.defaulted]
+                                         for s in dynamic}
+    if dynamic:
+        names = "; ".join(f"{s.name}: {', '.join(info['dynamic_dims_counted_as_1'][s.name])}"
+                          for s in dynamic)
+        err_console.print(f"warning: {model}: MACs count dynamic dims as 1 ({names});"
+                          " --shape NAME:DIMS counts them at a real size",
+                          highlight=False, markup=False)
+    return info
+
+
+def _print_side_by_side(infos: list[dict]) -> None:
+    names = display_names([info["model"] for info in infos])
+    table = Table(title="models side by side", title_justify="left")
+    table.add_column("")
+    for info in infos:
+        table.add_column(escape(names[info["model"]]), justify="right", overflow="fold")
+    rows = [
+        ("opset", [str(info["opset"].get("", info["opset"].get("ai.onnx", "-")))
+                   for info in infos]),
+        ("nodes", [str(info["nodes"]) for info in infos]),
+        ("params", [human_count(info["params"]) for info in infos]),
+        ("MACs", [human_count(info["macs"]) for info in infos]),
+        ("size", [human_count(info["size_bytes"], "B") for info in infos]),
+    ]
+    for label, cells in rows:
+        table.add_row(label, *cells)
+    table.add_section()
+    ops = sorted({op for info in infos for op in info["op_histogram"]},
+                 key=lambda op: (-max(i["op_histogram"].get(op, 0) for i in infos), op))
+    for op in ops:
+        table.add_row(escape(op), *(str(info["op_histogram"].get(op, 0))
+                                    for info in infos))
+    console.print(table)

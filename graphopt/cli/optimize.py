@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,9 +12,10 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from graphopt import __version__
 from graphopt.budget import Budget
 from graphopt.cli.app import DebugOption, app, console, err_console, one_line, set_debug
-from graphopt.cli.formatting import human_count, write_json_atomically
+from graphopt.cli.formatting import human_count, json_ready, write_json_atomically
 from graphopt.errors import GraphoptError, UnsupportedModelError
 from graphopt.input_shapes import (
     defaulted_warning,
@@ -53,6 +55,8 @@ def build_report(model: str, output: Path, report: PipelineReport, input_size: i
                 "weight_bytes": cost.weight_bytes, "size_bytes": size}
 
     return {
+        "graphopt_version": __version__,
+        "command": "optimize",
         "model": model,
         "output_path": str(output),
         "input": side(report.input_cost, input_size),
@@ -123,13 +127,16 @@ def _print_explanations(report: PipelineReport) -> None:
 
 @app.command()
 def optimize(
-    model: Annotated[str, typer.Argument(help="An .onnx file or zoo:NAME (see `graphopt zoo`).")],
+    models: Annotated[list[str], typer.Argument(
+        metavar="MODEL...", show_default=False,
+        help="One or more .onnx files or zoo:NAME (see `graphopt zoo`).")],
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
-            help="Where to write the result (default: NAME.opt.onnx beside the input;"
+            help="Where to write the result; with several models (or a path ending in /) a"
+            " folder that gets NAME.opt.onnx each (default: NAME.opt.onnx beside the input;"
             " for zoo models in the current folder).",
         ),
     ] = None,
@@ -217,6 +224,10 @@ def optimize(
     accuracy after each lossy pass.
     """
     set_debug(debug)
+    if len(models) > 1 or (output is not None and os.fspath(output).endswith(("/", os.sep))):
+        _optimize_into_folder(models, {**locals()})
+        return
+    (model,) = models
     if preset and passes:
         raise GraphoptError("give either --preset or --passes, not both")
     if on_budget not in ("stop", "warn"):
@@ -278,11 +289,11 @@ def optimize(
     summary = build_report(model, out_path, result, input_size, latency)
     summary["input_shapes"] = {s.name: s.to_dict() for s in used}
     if report is not None:
-        write_json_atomically(report, summary)
+        write_json_atomically(report, json_ready(summary))
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", highlight=False, soft_wrap=True, markup=False)
     if json_output:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(json.dumps(json_ready(summary), indent=2))
         return
     _print_table(result, verified=not no_verify)
     if explain:
@@ -292,6 +303,32 @@ def optimize(
         console.print(f"input shapes: {shapes_text(used)}", highlight=False, markup=False)
     if report is not None:
         console.print(f"report: {report}", highlight=False)
+
+
+def _optimize_into_folder(models: list[str], options: dict) -> None:
+    """``optimize a.onnx b.onnx -o OUTDIR``: every model into the folder as NAME.opt.onnx
+    (reports as NAME.report.json in the --report folder); every path checked first."""
+    if options["json_output"]:
+        raise GraphoptError("--json prints one report: give one MODEL (or --report DIR)")
+    folder = options["output"] if options["output"] is not None else Path(".")
+    reports = options["report"]
+    names = [zoo_name(m) or Path(m).name.removesuffix(".onnx") for m in models]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise GraphoptError(f"two models would both be written as {twice}.opt.onnx in"
+                            f" {folder}: optimize them one at a time")
+    plan = [(model, folder / f"{name}.opt.onnx",
+             None if reports is None else reports / f"{name}.report.json")
+            for model, name in zip(models, names, strict=True)]
+    for model, out, report in plan:
+        for option, path in (("-o", folder), ("--report", reports)):
+            if path is not None and path.exists() and not path.is_dir():
+                raise GraphoptError(f"{option} {path}: with several models, a folder")
+        check_output_paths({"--report": report}, model_output=out,
+                           reads=[*model_files(model), *data_files(options["inputs"]),
+                                  *data_files(options["calib"])])
+    for model, out, report in plan:
+        optimize(**{**options, "models": [model], "output": out, "report": report})
 
 
 def _latency_probe(target: str):

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from graphopt import zoo
+from graphopt import __version__, zoo
 from graphopt.cli.app import app, console
+from graphopt.cli.formatting import human_count
 from graphopt.pass_api import get_pass_class, get_preset, pass_names, preset_names
 from graphopt.spec import describe_type, option_fields
 
@@ -33,7 +34,7 @@ def _catalogue() -> dict:
         name: {"spec": get_preset(name).spec, "description": get_preset(name).description}
         for name in preset_names()
     }
-    return {"passes": passes, "presets": presets}
+    return {"graphopt_version": __version__, "passes": passes, "presets": presets}
 
 
 @app.command()
@@ -67,15 +68,30 @@ def passes(
 @app.command("zoo")
 def zoo_list(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    clear_cache: Annotated[bool, typer.Option(
+        "--clear-cache", help="Remove the cached zoo models (rebuilt on next use).")] = False,
 ) -> None:
-    """List the built-in models usable as zoo:NAME."""
+    """List the built-in models usable as zoo:NAME, the cache folder and its size."""
+    if clear_cache:
+        freed = zoo.clear_cache()
+        console.print(f"removed {zoo.cache_dir()} ({human_count(freed, 'B')})", highlight=False)
+        return
     groups = {
         "onnx light zoo (calibrated random weights)": list(zoo.LIGHT_MODELS),
         "generated test models": list(zoo.GENERATED_MODELS),
         "trained (with labelled test data)": list(zoo.TRAINED_MODELS),
     }
+    files, size = zoo.cache_size()
     if json_output:
-        typer.echo(json.dumps(groups, indent=2))
+        typer.echo(json.dumps({
+            "graphopt_version": __version__,
+            "models": {name: {"spec": f"zoo:{name}", "group": title}
+                       for title, names in groups.items() for name in names},
+            "cache": {"folder": str(zoo.cache_dir()), "files": files, "bytes": size},
+        }, indent=2))
         return
     for title, names in groups.items():
         console.print(f"[bold]{title}[/]: " + ", ".join(f"zoo:{n}" for n in names))
+    console.print(f"cache: {zoo.cache_dir()} ({files} files, {human_count(size, 'B')});"
+                  " GRAPHOPT_CACHE_DIR moves it, `graphopt zoo --clear-cache` empties it",
+                  highlight=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import onnx_ir as ir
 
 from graphopt import atomic
 from graphopt.errors import GraphoptError
+from graphopt.notices import notice
 from graphopt.zoo.generated import GENERATED_MODELS, build, write_large_model
 from graphopt.zoo.light import LIGHT_MODELS, materialise
 
@@ -33,6 +35,8 @@ __all__ = [
     "digits_test_data",
     "digits_calibration_data",
     "write_large_model",
+    "cache_size",
+    "clear_cache",
 ]
 
 ZOO_VERSION = 3  # bump when materialisation changes: caches are rebuilt
@@ -71,9 +75,31 @@ def path(name: str) -> Path:
     target = cache_dir() / f"{name}-v{ZOO_VERSION}.onnx"
     if target.exists():
         return target
+    notice(f"building zoo:{name}, cached in {target.parent} (first use only)")
     proto = materialise(name) if name in LIGHT_MODELS else GENERATED_MODELS[name]()
     atomic.write_bytes(target, proto.SerializeToString(), what="zoo cache file")
     return target
+
+
+def cache_size() -> tuple[int, int]:
+    """(files, bytes) in the zoo cache folder."""
+    files = size = 0
+    folder = cache_dir()
+    if folder.is_dir():
+        for entry in folder.rglob("*"):
+            if entry.is_file() and not entry.is_symlink():
+                files += 1
+                size += entry.stat().st_size
+    return files, size
+
+
+def clear_cache() -> int:
+    """Remove the zoo cache folder (models are rebuilt on next use); returns bytes freed."""
+    _, size = cache_size()
+    folder = cache_dir()
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    return size
 
 
 def load(name: str) -> ir.Model:

@@ -29,7 +29,7 @@ def test_bench_table_fits_80_columns(tmp_path, run_cli, monkeypatch):
     code, stdout, err = run_cli("bench", "zoo:tiny_cnn", str(optimized), *FAST)
     assert code == 0, err
     assert max(len(line) for line in stdout.splitlines()) <= 80, stdout
-    header = next(line for line in stdout.splitlines() if "model" in line)
+    header = next(line for line in stdout.splitlines() if line.split()[:1] == ["model"])
     assert header.split() == ["model", "backend", "prec", "p50", "ms", "[95%", "CI]", "speedup",
                               "fidelity"]
     assert optimized.name in stdout and str(tmp_path) not in stdout.split("vs")[0]
@@ -217,7 +217,7 @@ def test_shape_on_inspect_optimize_and_bench(tmp_path, run_cli):
     model = str(_dynamic_conv(tmp_path / "dyn.onnx"))
     code, stdout, err = run_cli("inspect", model, "--json")
     assert code == 0 and json_load(stdout)["macs"] == 4 * 27  # dynamic dims counted as 1
-    assert "MACs count dynamic dims as 1 (x: N, H, W)" in " ".join(err.split())
+    assert "MACs count dynamic dims as 1 (x: H, W)" in " ".join(err.split())
     code, stdout, err = run_cli("inspect", model, "--json", "--shape", "x:1x3x8x8")
     assert code == 0 and err == "" and json_load(stdout)["macs"] == 4 * 27 * 64
 
@@ -231,7 +231,7 @@ def test_shape_on_inspect_optimize_and_bench(tmp_path, run_cli):
     assert [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim] == [
         1, 3, 8, 8]
     code, _, err = run_cli("optimize", model, "-o", str(out))
-    assert code == 0 and "dynamic input dims set by default: x (N=1, H=32, W=32)" in " ".join(
+    assert code == 0 and "dynamic input dims set by default: x (H=32, W=32)" in " ".join(
         err.split())
 
     bench_json = tmp_path / "b.json"
@@ -255,3 +255,70 @@ def json_load(text):
     import json
 
     return json.loads(text)
+
+
+def test_json_numbers_versions_and_bench_json_on_stdout(tmp_path, run_cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    report = tmp_path / "r.json"
+    code, stdout, err = run_cli("optimize", "zoo:mlp", "-o", str(tmp_path / "m.onnx"),
+                                "--passes", "cleanup", "--report", str(report))
+    assert code == 0, err
+    data = json_load(report.read_text())
+    assert data["graphopt_version"] and data["command"] == "optimize"
+    fidelity = data["passes"][0]["fidelity"]  # cleanup changes nothing here: no noise at all
+    assert fidelity["sqnr_db"] is None and fidelity["sqnr_db_inf"] == 1
+    assert '"inf"' not in report.read_text()
+    code, stdout, err = run_cli("optimize", "zoo:mlp", "-o", str(tmp_path / "m.onnx"),
+                                "--passes", "cleanup", "--json")
+    assert code == 0 and json_load(stdout)["fidelity"]["sqnr_db_inf"] == 1
+
+    code, stdout, err = run_cli("bench", "zoo:mlp", *FAST, "--json", "-")
+    assert code == 0, err
+    data = json_load(stdout)  # the JSON alone on stdout, the table on stderr
+    assert data["graphopt_version"] and data["results"][0]["model"] == "zoo:mlp"
+    assert "graphopt bench" in err and not (tmp_path / "-").exists()
+
+    for args in (("inspect", "zoo:mlp", "--json"), ("passes", "--json"), ("zoo", "--json")):
+        code, stdout, err = run_cli(*args)
+        assert code == 0 and json_load(stdout)["graphopt_version"], (args, err)
+
+
+def test_zoo_lists_by_name_with_its_cache_and_says_when_it_builds(tmp_path, run_cli,
+                                                                  monkeypatch):
+    monkeypatch.setenv("GRAPHOPT_CACHE_DIR", str(tmp_path / "cache"))
+    code, _, err = run_cli("inspect", "zoo:tiny_cnn")  # generated in memory: nothing cached
+    assert code == 0 and "building" not in err
+    code, _, err = run_cli("inspect", "zoo:squeezenet")
+    assert code == 0, err
+    assert f"building zoo:squeezenet, cached in {tmp_path / 'cache' / 'zoo'}" in " ".join(
+        err.split())
+    code, _, err = run_cli("inspect", "zoo:squeezenet")
+    assert code == 0 and "building" not in err  # once
+    code, stdout, _ = run_cli("zoo", "--json")
+    data = json_load(stdout)
+    assert data["models"]["squeezenet"]["spec"] == "zoo:squeezenet"
+    assert data["cache"]["folder"] == str(tmp_path / "cache" / "zoo")
+    assert data["cache"]["files"] == 1 and data["cache"]["bytes"] > 1_000_000
+    code, stdout, _ = run_cli("zoo")
+    assert "--clear-cache" in stdout and "1 files" in stdout
+    code, stdout, _ = run_cli("zoo", "--clear-cache")
+    assert code == 0 and "removed" in stdout and not (tmp_path / "cache" / "zoo").exists()
+
+
+def test_inspect_side_by_side_and_optimize_into_a_folder(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("optimize", "zoo:tiny_cnn", "zoo:mlp", "-o", str(out),
+                                "--report", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mlp.opt.onnx", "mlp.report.json", "tiny_cnn.opt.onnx", "tiny_cnn.report.json"]
+    code, stdout, err = run_cli("inspect", "zoo:tiny_cnn", str(out / "tiny_cnn.opt.onnx"))
+    assert code == 0, err
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in stdout.splitlines() if line.count("│") == 4}
+    assert rows["nodes"] == ["10", "8"] and rows["BatchNormalization"] == ["2", "0"]
+    code, stdout, _ = run_cli("inspect", "zoo:tiny_cnn", "zoo:mlp", "--json")
+    assert [m["model"] for m in json_load(stdout)["models"]] == ["zoo:tiny_cnn", "zoo:mlp"]
+    code, _, err = run_cli("optimize", "zoo:tiny_cnn", "zoo:mlp", "--json")
+    assert "--json prints one report" in _error_line(code, err)
