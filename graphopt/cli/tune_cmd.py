@@ -13,7 +13,7 @@ from rich.table import Table
 
 from graphopt.backends.registry import DEFAULT_BACKEND
 from graphopt.cli.app import DebugOption, Interrupted, app, console, err_console, set_debug
-from graphopt.cli.formatting import write_json_atomically
+from graphopt.cli.formatting import json_ready, write_json_atomically
 from graphopt.errors import GraphoptError
 from graphopt.model_io import zoo_name
 from graphopt.output_paths import check_output_paths, data_files, model_files
@@ -79,7 +79,7 @@ def _report(result, json_file: Path | None) -> None:
         console.print(f"written: {result.output} (run it on {best.candidate.backend})",
                       highlight=False, markup=False, soft_wrap=True)
     if json_file is not None:
-        write_json_atomically(json_file, result.to_dict())
+        write_json_atomically(json_file, json_ready(result.to_dict()))
         console.print(f"report: {json_file}", highlight=False, soft_wrap=True)
 
 

@@ -125,7 +125,8 @@ def test_cli_tune_chooses_within_the_budget_writes_the_model_and_explains(tmp_pa
     assert "left out of the search: cleanup,nosuchpass" in out
     data = json.loads(report.read_text(), parse_constant=_refuse)  # strict JSON
     assert data["trials"][0]["status"] == "baseline"
-    assert data["trials"][0]["sqnr_db"] == "inf"
+    # The CLI's JSON convention: an infinite SQNR is null with sqnr_db_inf beside it.
+    assert data["trials"][0]["sqnr_db"] is None and data["trials"][0]["sqnr_db_inf"] == 1
     assert {t["candidate"]["pipeline"] for t in data["trials"]} == {"", "lossless", "int8"}
     assert data["best"] in data["pareto"] or data["best"] == 0
     assert data["explanation"] and data["stop_reason"] == "every candidate tried"
