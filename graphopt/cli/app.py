@@ -64,8 +64,22 @@ def set_debug(debug: bool) -> None:
         logging.getLogger("graphopt").setLevel(logging.DEBUG)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from graphopt import __version__
+
+        typer.echo(f"graphopt {__version__}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[bool, typer.Option(
+    "--version", help="Print graphopt's version and exit.", is_eager=True,
+    callback=_print_version)]
+
+
 @app.callback()
-def _root(debug: DebugOption = False, verbose: VerboseOption = False) -> None:
+def _root(debug: DebugOption = False, verbose: VerboseOption = False,
+          version: VersionOption = False) -> None:
     if verbose and not _state["debug"]:
         _state["verbose"] = True
         logging.getLogger("graphopt").setLevel(logging.INFO)
@@ -141,6 +155,18 @@ def _signals_unwind() -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def main_index(args: list[str], commands: dict[str, str]) -> None:
+    """``graphopt``, ``graphopt --help``, ``graphopt --version``: answered by an app with the
+    same root options and one stub per command (its one-line help), nothing else imported."""
+    index = typer.Typer(name=app.info.name, help=app.info.help, no_args_is_help=True,
+                        add_completion=False, pretty_exceptions_enable=False,
+                        rich_markup_mode="rich")
+    index.callback()(_root)
+    for name, text in commands.items():
+        index.command(name, help=text, add_help_option=False)(lambda: None)
+    index(args=args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,7 +55,7 @@ def describe_model(model: ir.Model, size_bytes: int | None = None) -> dict:
 @app.command()
 def inspect(
     models: Annotated[list[str], typer.Argument(
-        metavar="MODEL...", help="One or more .onnx files or zoo:NAME; several are shown side"
+        metavar="MODEL", help="One or more .onnx files or zoo:NAME; several are shown side"
         " by side.", show_default=False)],
     json_output: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of tables.")

@@ -128,7 +128,7 @@ def _print_explanations(report: PipelineReport) -> None:
 @app.command()
 def optimize(
     models: Annotated[list[str], typer.Argument(
-        metavar="MODEL...", show_default=False,
+        metavar="MODEL", show_default=False,
         help="One or more .onnx files or zoo:NAME (see `graphopt zoo`).")],
     output: Annotated[
         Path | None,

@@ -322,3 +322,26 @@ def test_inspect_side_by_side_and_optimize_into_a_folder(tmp_path, run_cli, monk
     assert [m["model"] for m in json_load(stdout)["models"]] == ["zoo:tiny_cnn", "zoo:mlp"]
     code, _, err = run_cli("optimize", "zoo:tiny_cnn", "zoo:mlp", "--json")
     assert "--json prints one report" in _error_line(code, err)
+
+
+def test_version_help_and_python_m_without_heavy_imports(run_cli):
+    import subprocess
+    import sys
+
+    import graphopt
+    from graphopt.cli import COMMANDS, app, load_commands
+
+    code, stdout, _ = run_cli("--version")
+    assert code == 0 and stdout.strip() == f"graphopt {graphopt.__version__}"
+    heavy = ("onnx", "onnxruntime", "onnx_ir", "sympy", "numpy")
+    for args in (["--version"], ["--help"]):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "graphopt", *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert not imported & set(heavy), (args, imported & set(heavy))
+    assert "tune" in proc.stdout and "zoo" in proc.stdout
+    load_commands()
+    registered = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert registered == set(COMMANDS)  # the --help table names every command
