@@ -41,9 +41,9 @@ from graphopt.harness.suite import (
     StartCallback,
     Suite,
     SuiteRun,
-    cell_record,
     measure_cell,
     plan,
+    start_run,
 )
 from graphopt.model_io import zoo_name
 
@@ -138,29 +138,8 @@ def run_suite_on_ray(
     import ray
 
     cells = plan(suite) if cells is None else list(cells)
-    latest = store.latest()
-    finished = store.finished(retry_failed=retry_failed)
-    run = SuiteRun(total=len(cells))
-
-    def done(planned: PlannedCell, status: str, **fields) -> None:
-        previous = latest.get(planned.cell.key)
-        repeat = (status == "skipped" and previous is not None
-                  and previous.get("status") == "skipped"
-                  and previous.get("reason") == fields.get("reason"))
-        if status != "resumed" and not repeat:
-            store.append(cell_record(planned, status, suite, **fields))
-        run.count(status)
-        if on_cell is not None:
-            on_cell(planned, status)
-
-    todo = []
-    for planned in cells:
-        if planned.cell.key in finished:
-            done(planned, "resumed")
-        elif planned.skip is not None:
-            done(planned, "skipped", reason=planned.skip)
-        else:
-            todo.append(planned)
+    run, done, todo = start_run(suite, store, cells, on_cell=on_cell,
+                                retry_failed=retry_failed)
     if not todo:
         return run
     started = _connect(ray, address, init_options)

@@ -70,7 +70,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = ["NO_PIPELINE", "SuiteTiming", "SuiteModel", "Suite", "PlannedCell", "SuiteRun",
-           "load_suite", "plan", "run_suite", "measure_cell", "cell_record"]
+           "load_suite", "plan", "run_suite", "measure_cell", "start_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -333,19 +333,22 @@ def _optimized(planned: PlannedCell, suite: Suite,
     return path, summary, feed
 
 
-def run_suite(
+Done = Callable[..., None]
+"""``done(planned, status, **record_fields)``: store a cell's end (see :func:`start_run`)."""
+
+
+def start_run(
     suite: Suite,
     store: ResultStore,
+    cells: Sequence[PlannedCell],
     *,
-    cells: Sequence[PlannedCell] | None = None,
-    on_start: StartCallback | None = None,
     on_cell: CellCallback | None = None,
     retry_failed: bool = False,
-) -> SuiteRun:
-    """Measure every cell of ``suite`` (or ``cells``, from :func:`plan`) that ``store`` has
-    not finished, appending a record per cell as it ends (module docstring).
-    ``retry_failed`` measures failed cells again (a fixed pass keeps its spec and key)."""
-    cells = plan(suite) if cells is None else list(cells)
+) -> tuple[SuiteRun, Done, list[PlannedCell]]:
+    """The bookkeeping every runner shares: the resume rule (cells the store finished are
+    ``resumed``, :meth:`ResultStore.finished`), ``skipped`` cells recorded (a repeat of the
+    same reason is not appended again), and ``done`` to record each measured cell as it
+    ends. Returns the run, ``done`` and the cells left to measure, in plan order."""
     latest = store.latest()
     finished = store.finished(retry_failed=retry_failed)
     run = SuiteRun(total=len(cells))
@@ -361,14 +364,35 @@ def run_suite(
         if on_cell is not None:
             on_cell(planned, status)
 
-    groups: dict[tuple[str, str], list[PlannedCell]] = {}
+    todo = []
     for planned in cells:
         if planned.cell.key in finished:
             done(planned, "resumed")
         elif planned.skip is not None:
             done(planned, "skipped", reason=planned.skip)
         else:
-            groups.setdefault((planned.model.spec, planned.cell.pipeline_spec), []).append(planned)
+            todo.append(planned)
+    return run, done, todo
+
+
+def run_suite(
+    suite: Suite,
+    store: ResultStore,
+    *,
+    cells: Sequence[PlannedCell] | None = None,
+    on_start: StartCallback | None = None,
+    on_cell: CellCallback | None = None,
+    retry_failed: bool = False,
+) -> SuiteRun:
+    """Measure every cell of ``suite`` (or ``cells``, from :func:`plan`) that ``store`` has
+    not finished, appending a record per cell as it ends (module docstring).
+    ``retry_failed`` measures failed cells again (a fixed pass keeps its spec and key)."""
+    cells = plan(suite) if cells is None else list(cells)
+    run, done, todo = start_run(suite, store, cells, on_cell=on_cell,
+                                retry_failed=retry_failed)
+    groups: dict[tuple[str, str], list[PlannedCell]] = {}
+    for planned in todo:
+        groups.setdefault((planned.model.spec, planned.cell.pipeline_spec), []).append(planned)
     for group in groups.values():
         with scratch_dir() as folder:
             try:
@@ -410,15 +434,9 @@ def _measure(planned: PlannedCell, path: Path, reference, feed, summary: dict,
          graphopt_version=__version__)
 
 
-def cell_record(planned: PlannedCell, status: str, suite: Suite, **fields) -> dict:
-    """The store record of a cell that ended with ``status`` (what :func:`run_suite`
-    appends), for runners that store cells measured elsewhere."""
-    return _record(planned, status, suite, **fields)
-
-
 def measure_cell(suite: Suite, planned: PlannedCell) -> tuple[str, dict]:
-    """One cell on its own, pipeline included: ``(status, record fields)`` for
-    :func:`cell_record`, as :func:`run_suite` would store them (``ok`` or ``failed``). For
+    """One cell on its own, pipeline included: ``(status, record fields)`` for the ``done``
+    of :func:`start_run`, as :func:`run_suite` would store them (``ok`` or ``failed``). For
     runners that measure cells apart, such as a Ray task per cell
     (:mod:`graphopt.harness.ray_runner`); it writes nothing to the store."""
     outcome: list[tuple[str, dict]] = []
