@@ -66,7 +66,9 @@ def parse_spec(spec: str, _depth: int = 0) -> list[tuple[str, dict[str, str]]]:
         for pair in _split_top_level(args) if args and args.strip() else []:
             key, eq, value = pair.partition("=")
             if not eq or not key.strip():
-                raise PipelineSpecError(f"{name}: option {pair!r} is not key=value")
+                hint = (f" (a list goes in brackets: {list(options)[-1]}=[a,b])"
+                        if options and key.strip() and not eq else "")
+                raise PipelineSpecError(f"{name}: option {pair!r} is not key=value{hint}")
             options[key.strip()] = value.strip()
         items.append((name, options))
     return items
@@ -92,7 +94,7 @@ def describe_type(annotation: Any) -> str:
         return " or ".join(describe_type(a) for a in typing.get_args(annotation))
     if origin in (tuple, list):
         (inner, *_) = typing.get_args(annotation) or (str,)
-        return f"{describe_type(inner)}[;...]"
+        return f"[{describe_type(inner)},...]"
     return getattr(annotation, "__name__", str(annotation))
 
 

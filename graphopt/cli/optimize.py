@@ -117,6 +117,10 @@ def _print_table(report: PipelineReport, verified: bool) -> None:
 
 
 def _print_explanations(report: PipelineReport) -> None:
+    quiet = [record.name for record in report.passes if not record.explanations]
+    if quiet:
+        console.print(f"explain: 0 candidates declined by {', '.join(quiet)}"
+                      " (the JSON report lists each pass's explanations)", highlight=False)
     for record in report.passes:
         if not record.explanations:
             continue
@@ -299,7 +303,7 @@ def optimize(
     if explain:
         _print_explanations(result)
     _print_summary(model, out_path, summary, result, latency)
-    if used:
+    if used and inputs is None and calib is None:  # random verification inputs
         console.print(f"input shapes: {shapes_text(used)}", highlight=False, markup=False)
     if report is not None:
         console.print(f"report: {report}", highlight=False)

@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from graphopt import __version__, zoo
@@ -39,10 +40,16 @@ def _catalogue() -> dict:
 
 @app.command()
 def passes(
+    name: Annotated[str | None, typer.Argument(
+        help="A pass to show in full: its options and, for fuse, every rule.",
+        show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the registered passes with their options, and the presets."""
     data = _catalogue()
+    if name is not None:
+        _show_pass(name, data, json_output=json_output)
+        return
     if json_output:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -51,7 +58,7 @@ def passes(
         table.add_column(column)
     for name, info in data["passes"].items():
         options = "\n".join(
-            f"{key}: {o['type']} = {o['default']}" for key, o in info["options"].items()
+            escape(f"{key}: {o['type']} = {o['default']}") for key, o in info["options"].items()
         )
         table.add_row(name, "yes" if info["lossless"] else "no",
                       ", ".join(info["needs"]) or "-", info["summary"], options or "-")
@@ -63,6 +70,34 @@ def passes(
         presets.add_row(name, info["spec"], info["description"])
     console.print(presets)
     console.print('spec syntax: "cleanup,fuse(skip=sum_to_add),lossless" (presets expand in place)')
+
+
+def _show_pass(name: str, data: dict, *, json_output: bool) -> None:
+    info = dict(data["passes"].get(name) or {})
+    if not info:
+        get_pass_class(name)  # raises the one-line "unknown pass" error
+    catalogue = getattr(get_pass_class(name), "catalogue", None)
+    if catalogue is not None:
+        info["rules"] = catalogue()
+    if json_output:
+        typer.echo(json.dumps({"graphopt_version": __version__, "name": name, **info},
+                              indent=2))
+        return
+    console.print(f"[bold]{name}[/]: {escape(info['summary'])}"
+                  f" ({'lossless' if info['lossless'] else 'lossy'})", highlight=False)
+    for key, option in info["options"].items():
+        console.print(f"  {key}: {escape(option['type'])} = {escape(option['default'])}",
+                      highlight=False)
+    if "rules" in info:
+        table = Table(title=f"{name} rules", title_justify="left")
+        for column in ("rule", "kind", "default", "what it does"):
+            table.add_column(column)
+        for rule, entry in info["rules"].items():
+            table.add_row(rule, entry["kind"], "on" if entry["default"] else "off",
+                          escape(entry["description"]))
+        console.print(table)
+        console.print(f'select with {name}(rules=[a,b]) or {name}(skip=[a,b])', highlight=False,
+                      markup=False)
 
 
 @app.command("zoo")

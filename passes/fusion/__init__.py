@@ -44,6 +44,17 @@ class FusePass(GraphPass):
     max_rounds: int = 16
     standalone_bn: Literal["keep", "affine"] = "keep"
 
+    @classmethod
+    def catalogue(cls) -> dict[str, dict]:
+        """Every rule and step by name: what it does, rule or step, on by default or not
+        (``graphopt passes fuse`` shows it)."""
+        entries = {}
+        for kind, registry in (("rule", registered_rules()), ("step", registered_steps())):
+            for name, item in registry.items():
+                entries[name] = {"kind": kind, "description": item.description,
+                                 "default": getattr(item, "default_enabled", True)}
+        return entries
+
     def __post_init__(self) -> None:
         if self.max_rounds < 1:
             raise PipelineSpecError(f"fuse(max_rounds={self.max_rounds}): must be at least 1")

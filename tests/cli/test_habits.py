@@ -345,3 +345,41 @@ def test_version_help_and_python_m_without_heavy_imports(run_cli):
     load_commands()
     registered = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert registered == set(COMMANDS)  # the --help table names every command
+
+
+def test_explain_passes_fuse_and_one_list_syntax(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    code, stdout, err = run_cli("optimize", "zoo:mlp", "-o", str(out), "--passes", "cleanup",
+                                "--explain", "--report", str(report))
+    assert code == 0, err
+    assert "explain: 0 candidates declined by cleanup" in stdout
+    assert json_load(report.read_text())["passes"][0]["explanations"] == []
+    code, stdout, _ = run_cli("optimize", "zoo:mlp", "-o", str(out), "--explain", "--json")
+    assert code == 0 and all("explanations" in p for p in json_load(stdout)["passes"])
+
+    code, stdout, err = run_cli("passes", "fuse")
+    assert code == 0, err
+    assert "skip: [str,...] = ()" in stdout and "bn_fold" in stdout
+    assert "fuse(skip=[a,b])" in stdout
+    code, stdout, _ = run_cli("passes", "fuse", "--json")
+    assert json_load(stdout)["rules"]["bn_fold"]["kind"] == "rule"
+    code, stdout, _ = run_cli("passes")
+    assert "[;...]" not in stdout and "[str,...]" in stdout
+    code, _, err = run_cli("optimize", "zoo:mlp", "-o", str(out), "--passes",
+                           "fuse(skip=bn_fold,add_bias)")
+    assert "a list goes in brackets: skip=[a,b]" in _error_line(code, err)
+    code, _, err = run_cli("passes", "nosuch")
+    assert "unknown pass 'nosuch'" in _error_line(code, err)
+
+
+def test_files_follow_the_umask(tmp_path, run_cli):
+    previous = os.umask(0o027)
+    try:
+        code, _, err = run_cli("optimize", "zoo:mlp", "-o", str(tmp_path / "m.onnx"),
+                               "--report", str(tmp_path / "r.json"))
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+    assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
