@@ -170,7 +170,7 @@ def bench_pays(args) -> list[dict]:
     rows = []
     probe = _probe(args)
     context = PassContext(latency=probe) if args.target else PassContext()
-    for name in (*zoo.LIGHT_MODELS, "digits"):
+    for name in args.pays_models:
         base = _lossless(f"zoo:{name}")
         model = _lossless(f"zoo:{name}")
         (lowrank,) = build_passes("lowrank")
@@ -198,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="auto")
     parser.add_argument("--op-types", default="Conv", help="layers --macs splits (Conv;Gemm)")
     parser.add_argument("--target", default=None, help="probe target for --pays (ort-cpu)")
+    parser.add_argument("--pays-models", default=",".join((*zoo.LIGHT_MODELS, "digits")))
     parser.add_argument("--quick", action="store_true", help="short timings (smoke test)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
+    args.pays_models = [m for m in args.pays_models.split(",") if m]
     if not (args.macs or args.digits or args.pays):
         args.macs = args.digits = True
     results = {}
