@@ -1,10 +1,10 @@
 """Graph rewrites, one concern per module; importing this package registers them all."""
 
 from graphopt.pass_api import register_preset
-from graphopt.passes import cleanup, convert_float, fusion, prune, quantize
+from graphopt.passes import cleanup, convert_float, equalize, fusion, prune, quantize
 from graphopt.passes import lowrank as lowrank  # registers lowrank (re-exported)
 
-__all__ = ["cleanup", "convert_float", "fusion", "prune", "quantize"]
+__all__ = ["cleanup", "convert_float", "equalize", "fusion", "prune", "quantize"]
 
 register_preset("lossless", "cleanup,fuse", "every rewrite that keeps outputs equal (default)")
 # Fuse first: BatchNorm is folded into the weights in fp32 and rounded once (on resnet50,
