@@ -58,6 +58,8 @@ def _imports(module: str, path: Path) -> list[tuple[str, bool]]:
 
 
 def _layer(module: str) -> str | None:
+    if module == "graphopt.__main__":  # `python -m graphopt`: the CLI's entry point
+        return "cli"
     for layer in ("graphopt.backends", "graphopt.passes", "graphopt.harness", "graphopt.cli"):
         if module == layer or module.startswith(layer + "."):
             return layer.rpartition(".")[2]
