@@ -355,8 +355,8 @@ def open_data(spec: str | os.PathLike, model: ir.Model, *, preprocess: str | Non
     if path.suffix.lower() == ".npy":
         return _npy_data(model, path, batch_size)
     if path.suffix.lower() != ".npz":
-        raise GraphoptError(f"{text}: expected an .npz file, an .npy (single-input models), a"
-                            f" folder of images, {_DIGITS} or {_DIGITS_TEST}")
+        raise GraphoptError(f"{text}: expected an .npz file, a folder of images, an .npy"
+                            f" (single-input models), {_DIGITS} or {_DIGITS_TEST}")
     return NpzData(model, path, batch_size=batch_size)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -19,8 +20,18 @@ from graphopt.zoo import write_large_model
 WEIGHT_BYTES = int(2.1 * 2**30)
 
 
+@pytest.fixture
+def big_files(tmp_path):
+    """``tmp_path`` whose model folders (> 4 GB between input and output) are removed when
+    the test ends, passed or failed: pytest keeps the last runs' temp folders."""
+    yield tmp_path
+    for folder in ("in", "out"):
+        shutil.rmtree(tmp_path / folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_over_2gb_external_data_round_trip(tmp_path):
+def test_over_2gb_external_data_round_trip(big_files):
+    tmp_path = big_files
     source = write_large_model(tmp_path / "in" / "big.onnx", WEIGHT_BYTES)
     weights = (source.parent / "big.onnx.data").stat().st_size
     assert weights > 2 * 2**30

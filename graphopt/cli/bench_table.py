@@ -65,7 +65,7 @@ def compact_table(results: list, speedups: dict[int, object] | None = None,
                   baseline: int | None = None) -> Table:
     """Model, backend, precision, p50 [95% CI], speedup, fidelity verdict: 80 columns."""
     table = Table(title="graphopt bench", title_justify="left", box=box.SIMPLE_HEAD,
-                  show_edge=False, collapse_padding=True)
+                  show_edge=False, padding=(0, 1, 0, 0))
     table.add_column("model", overflow="fold")
     table.add_column("backend", overflow="fold")
     table.add_column("prec")

@@ -138,7 +138,7 @@ def test_npy_inputs_for_a_single_input_model(tmp_path, run_cli):
     np.save(tmp_path / "objects.npy", np.array([{}], dtype=object), allow_pickle=True)
     for name, fragment in (("notes.npy", "not an .npy file (no NumPy array header)"),
                            ("objects.npy", "graphopt reads numeric arrays only"),
-                           ("notes.txt", "expected an .npz file, an .npy (single-input")):
+                           ("notes.txt", "a folder of images, an .npy (single-input models)")):
         code, _, err = run_cli("optimize", str(tmp_path / "m.onnx"), "-o",
                                str(tmp_path / "o2.onnx"), "--inputs", str(tmp_path / name))
         line = _error_line(code, err)
