@@ -182,7 +182,7 @@ def case_memory(results: dict) -> None:
         print(f"| {name} | {peaks['single'] / 2**20:.0f} | {peaks['debug'] / 2**20:.0f} |"
               f" {ratio:.2f} |", flush=True)
     print("\npeak RSS = ru_maxrss of the child process (Python, numpy, onnx, onnxruntime and"
-          " graphopt imported in both); debug = sweep in 64 MiB chunks + bisection on a"
+          " graphopt imported in both); debug = sweep in 32 MiB chunks + bisection on a"
           " 'scale' fault.\n")
     results["memory"] = rows
 

@@ -74,7 +74,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD_DB = 30.0
-DEFAULT_CHUNK_BYTES = 64 << 20
+DEFAULT_CHUNK_BYTES = 32 << 20
 DEFAULT_MAX_PAIRS = 24
 KEEP_SHARE = 0.1
 BISECT_SHARE = 0.5
