@@ -18,11 +18,12 @@ backends) and some inputs, :func:`debug_models` answers in up to four steps:
    tensors, unless the two share one graph, below). With an error spread over many nodes
    (another precision) it names the node after which less than that share remains;
 4. **Q/DQ contributions** (a candidate with activation Q/DQ pairs, a reference without, and
-   a divergence):
-   each pair disabled in turn (its readers read the float tensor), the share of the final
-   error power that disappears with it, ranked; the pairs that carry most of it become a
-   ``keep float`` suggestion for ``quantize(keep=[...])``. The pairs are tried noisiest first
-   (by the SQNR each pair injects, from the sweep), at most ``max_pairs`` of them.
+   a divergence): each pair disabled in turn (replaced by the float operation it stands for,
+   :meth:`PreparedModel.bypassing`), the share of the final error power that disappears
+   with it, ranked (negative: the pair's error cancelled another's); the pairs that carry
+   most of it become a ``keep float`` suggestion for ``quantize(keep=[...])``. The pairs are
+   tried noisiest first (by the SQNR each pair injects, from the sweep), at most
+   ``max_pairs`` of them.
 
 When both models run on the same runtime and use the same opsets, the output comparison and
 each bisection step are one run of a joint graph (:func:`.debug_graph.hybrid`: the
