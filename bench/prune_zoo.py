@@ -8,7 +8,8 @@ in onnxruntime (all optimizations) and OpenVINO with the original output shapes,
 (``graphopt bench``'s A/B method; run with nothing else on the machine).
 
     .venv/bin/python bench/prune_zoo.py [--models a,b] [--spec "prune(ratio=0.3)"] [--latency]
-        [--json bench/results/prune_zoo.json]
+        [--json bench/results/prune_zoo.json] [--keep DIR]
+    .venv/bin/python bench/prune_zoo.py --latency-only DIR   # time models kept by --keep
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import onnx_ir as ir
 from graphopt import oracle
 from graphopt.calibration import RandomData
 from graphopt.cost import model_cost
-from graphopt.model_io import resolve_model, save_model
+from graphopt.model_io import load_model, resolve_model, save_model
 from graphopt.pass_context import PassContext
 from graphopt.pipeline import Pipeline
 
@@ -63,6 +64,7 @@ def run_one(name: str, spec: str, scratch: Path, latency: bool) -> dict:
     model = resolve_model(f"zoo:{name}")
     Pipeline.from_spec("lossless").run(model, verify=False)
     lossless = ir.from_proto(ir.to_proto(model))
+    save_model(lossless, scratch / f"{name}.lossless.onnx")
     before = model_cost(model)
     shapes = _output_shapes(model)
     context = PassContext(calibration=RandomData(model, batches=8, seed=1))
@@ -94,13 +96,26 @@ def main() -> None:
     parser.add_argument("--spec", default="prune(ratio=0.3)")
     parser.add_argument("--latency", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="keep the lossless and pruned models here")
+    parser.add_argument("--latency-only", type=Path, metavar="DIR",
+                        help="only measure the latency of models kept by an earlier --keep run")
     args = parser.parse_args()
+    if args.latency_only:
+        for name in args.models.split(","):
+            lat = _latency(load_model(args.latency_only / f"{name}.lossless.onnx"),
+                           load_model(args.latency_only / f"{name}.pruned.onnx"))
+            print(f"{name:<13} ORT speedup {lat['speedup']:.2f}x ({lat['ci'][0]:.2f}-"
+                  f"{lat['ci'][1]:.2f}), {lat['baseline_ms']:.1f} -> {lat['candidate_ms']:.1f} ms"
+                  f" ({lat['method']})", flush=True)
+        return
     rows = []
     print(f"{'model':<13} {'MACs':>7} {'params':>7} {'SQNR':>6} {'top1':>5} {'shapes':>6}"
           f" {'openvino':>8} {'ORT speedup (95% CI)':>24}")
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.keep or Path(temporary)
+        scratch.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
-            row = run_one(name, args.spec, Path(scratch), args.latency)
+            row = run_one(name, args.spec, scratch, args.latency)
             rows.append(row)
             lat = row.get("ort_latency")
             speed = (f"{lat['speedup']:.2f}x ({lat['ci'][0]:.2f}-{lat['ci'][1]:.2f})"

@@ -4,7 +4,8 @@ Classes that appear in the same value compete with each other (a *group*: every 
 residual stream, every input of a Concat). Each group loses its least important classes until
 ``ratio`` of its width is gone, keeping a multiple of ``round_to`` channels, at least
 ``min_channels`` in every value, and never a blocked class. Then the most important removed
-classes are put back until every grouped Conv loses as many channels in each group.
+classes are put back until every layer keeps a multiple of ``round_to`` and every grouped Conv
+loses as many channels in each group.
 """
 
 from __future__ import annotations
@@ -104,8 +105,29 @@ def choose(deps: Dependencies, groups: list[Group], scores: Mapping[int, float],
             left = after
             removed += weight
             pruned.add(root)
+    if round_to > 1:
+        _round_layers(deps, pruned, scores, round_to)
     _balance(deps, pruned, scores)
     return pruned
+
+
+def _round_layers(deps: Dependencies, pruned: set[int], scores: Mapping[int, float],
+                  round_to: int) -> None:
+    """Put back a layer's most important removed channels until it keeps a multiple of
+    ``round_to`` (the convs feeding one Concat share a group, but each runs on its own)."""
+    for _ in range(2):  # a class put back for one layer may be shared with another
+        for layer in deps.sources:
+            classes = deps.class_of(layer.atoms)
+            removed = np.isin(classes, np.fromiter(pruned, dtype=np.int64))
+            kept = int((~removed).sum())
+            if not removed.any() or kept % round_to == 0:
+                continue
+            for root in sorted(set(classes[removed].tolist()),
+                               key=lambda c: (-scores.get(c, 0.0), c)):
+                if kept % round_to == 0:
+                    break
+                pruned.discard(root)
+                kept += int((classes == root).sum())
 
 
 class _BlockLevels:
