@@ -257,3 +257,42 @@ def test_grouped_convs_and_a_channel_shuffle_lose_balanced_channels_exactly():
     assert _weight(result.model, "shuffle_split").tolist() == [2, 2, 6, 8, 8]
     assert next(n for n in result.model.graph if n.name == "dw").attributes.get_int("group") == 12
     assert compare_outputs(before, _outputs(result.model, feeds)).max_abs < 1e-5
+
+
+def _two_layer(rng, dead=(0, 1, 2, 3)):
+    stem, inits = _conv("stem", "x", "s", (8, 3, 3, 3), rng)
+    bn_params = {"bn_scale": np.ones(16), "bn_bias": np.zeros(16), "bn_mean": np.zeros(16),
+                 "bn_var": np.ones(16)}
+    bn_params["bn_scale"][list(dead)] = 1e-3  # slimming: tiny gamma, unimportant channels
+    a, ia = _conv("a", "s", "a", (16, 8, 3, 3), rng)
+    bn = helper.make_node("BatchNormalization", ["a", *bn_params], ["an"], name="bn")
+    relu = helper.make_node("Relu", ["an"], ["r"], name="relu")
+    b, ib = _conv("b", "r", "b", (16, 16, 3, 3), rng)
+    relu2 = helper.make_node("Relu", ["b"], ["br"], name="relu2")
+    head, ih = _conv("head", "br", "y", (4, 16, 1, 1), rng)
+    inits += ia + ib + ih + [onnx.numpy_helper.from_array(v.astype(np.float32), k)
+                             for k, v in bn_params.items()]
+    return _model([stem, a, bn, relu, b, relu2, head], inits, ["y"])
+
+
+def test_per_layer_ratios_and_exclude():
+    model = _two_layer(np.random.default_rng(0))
+    result, _ = _prune(model, ratio=0.25, ratios=("b=0.5",), exclude=("a",))
+    assert _weight(result.model, "a").shape[0] == 16
+    assert _weight(result.model, "b").shape[0] == 8
+
+
+def test_bn_criterion_removes_the_channels_with_the_smallest_gamma():
+    model = _two_layer(np.random.default_rng(0))
+    result, _ = _prune(model, ratio=0.25, criterion="bn", exclude=("b",), reconstruct=False,
+                       recalibrate_bn=False)
+    gamma = next(n for n in result.model.graph if n.name == "bn").inputs[1].const_value.numpy()
+    assert gamma.shape == (12,) and np.all(gamma == 1.0)
+
+
+def test_activation_criterion_needs_and_uses_calibration_data():
+    model = _residual_three(np.random.default_rng(RNG_SEED))
+    feeds = _feeds(model)
+    before = _outputs(model, feeds)
+    result, _ = _prune(model, feeds, ratio=6 / 16, criterion="activation", reconstruct=False)
+    assert compare_outputs(before, _outputs(result.model, feeds)).max_rel < 1e-5
