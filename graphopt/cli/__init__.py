@@ -3,14 +3,16 @@
 Errors caused by the input (``GraphoptError``) print one line on stderr and exit with code 2;
 ``--debug`` (global or per command) shows the traceback instead.
 
-``graphopt --help`` and ``graphopt --version`` answer from the table below without importing a
-command module (so neither onnx, onnxruntime nor onnx-ir is loaded); any command imports the
-command modules, which register themselves on ``app``.
+``graphopt --help``, ``graphopt --version`` and ``graphopt --show-completion`` /
+``--install-completion`` answer from the table below without importing a command module (so
+neither onnx, onnxruntime nor onnx-ir is loaded); any command, and a shell asking for
+completions, imports the command modules, which register themselves on ``app``.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from graphopt.cli import app as _app_module
@@ -46,11 +48,28 @@ def load_commands() -> None:
         importlib.import_module(f"{__name__}.{module}")
 
 
+def _root_only(args: list[str]) -> bool:
+    """Whether ``args`` are root options alone (``--help``, ``--version``, ``--show-completion
+    [SHELL]``, ``--install-completion [SHELL]``), answered without loading the commands.
+
+    A shell asking for completions (``_GRAPHOPT_COMPLETE`` set) needs every command's options:
+    not root-only."""
+    if os.environ.get(f"_{_app_module.PROG_NAME.upper()}_COMPLETE"):
+        return False
+    for index, arg in enumerate(args):
+        if arg.startswith("-"):
+            continue
+        if index and args[index - 1] in _app_module.COMPLETION_OPTIONS:
+            continue  # the SHELL of --show-completion bash
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point (see :func:`graphopt.cli.app.main`); the root help and version
-    come from :data:`COMMANDS` without loading the commands."""
+    """Console entry point (see :func:`graphopt.cli.app.main`); the root help, version and
+    completion script come from :data:`COMMANDS` without loading the commands."""
     args = list(argv if argv is not None else sys.argv[1:])
-    if all(arg.startswith("-") for arg in args):
+    if _root_only(args):
         _app_module.main_index(args, {name: text for name, (_, text) in COMMANDS.items()})
         return
     load_commands()

@@ -28,13 +28,57 @@ __all__ = ["app", "main", "console", "err_console", "DebugOption", "set_debug", 
            "Interrupted", "one_line", "verbose_requested"]
 
 EXIT_USAGE = 2
+# the program name in usage lines and in the completion script (its _GRAPHOPT_COMPLETE variable),
+# also under `python -m graphopt` and in tests
+PROG_NAME = "graphopt"
+COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
+
+def _plain_placeholders() -> None:
+    """Help without typer's odd placeholders: no ``<bool>`` beside a flag (it takes no value),
+    no type beside an argument (its name is the placeholder) and ``MODEL...`` in the usage line
+    instead of ``{MODEL}...`` (click's convention: a required argument bare and in capitals,
+    an optional one in brackets)."""
+    from typer.core import TyperArgument, TyperOption
+
+    option_type = TyperOption.display_type_rich
+    if getattr(option_type, "_graphopt", False):
+        return
+
+    def option_display_type(self, ctx):
+        if self.is_flag or self.count:
+            return None
+        return option_type(self, ctx)
+
+    def argument_display_type(self, ctx):
+        return None
+
+    def argument_name(self):
+        return self.metavar if self.metavar is not None else (self.name or "").upper()
+
+    def argument_usage(self):
+        name = self.display_name_raw
+        if not self.required:
+            name = f"[{name}]"
+        if self.nargs != 1 and not name.rstrip("]").endswith("..."):
+            name += "..."
+        return name
+
+    option_display_type._graphopt = True
+    TyperOption.display_type_rich = option_display_type
+    TyperArgument.display_type_rich = argument_display_type
+    TyperArgument.display_name_raw = property(argument_name)
+    if hasattr(TyperArgument, "_usage_display_name"):
+        TyperArgument._usage_display_name = argument_usage
+
+
+_plain_placeholders()
 
 app = typer.Typer(
     name="graphopt",
     help="Optimize ONNX graphs (fusion, quantization, pruning, low rank), verify every rewrite,"
     " and measure the result on ONNX Runtime, OpenVINO and TensorRT.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -161,12 +205,12 @@ def main_index(args: list[str], commands: dict[str, str]) -> None:
     """``graphopt``, ``graphopt --help``, ``graphopt --version``: answered by an app with the
     same root options and one stub per command (its one-line help), nothing else imported."""
     index = typer.Typer(name=app.info.name, help=app.info.help, no_args_is_help=True,
-                        add_completion=False, pretty_exceptions_enable=False,
+                        add_completion=True, pretty_exceptions_enable=False,
                         rich_markup_mode="rich")
     index.callback()(_root)
     for name, text in commands.items():
         index.command(name, help=text, add_help_option=False)(lambda: None)
-    index(args=args)
+    index(args=args, prog_name=PROG_NAME)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda text: err_console.print(text, highlight=False, markup=False))
     try:
         with _logging(args), _signals_unwind():
-            app(args=argv)
+            app(args=argv, prog_name=PROG_NAME)
     except Interrupted as exc:
         err_console.print(f"interrupted ({exc})")
         sys.exit(128 + exc.signum)

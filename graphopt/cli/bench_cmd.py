@@ -171,7 +171,7 @@ def bench(
         metavar="MODEL...", help="Model files or zoo:NAME (see `graphopt zoo`).",
         show_default=False)] = None,
     backend: Annotated[list[str] | None, typer.Option(
-        "--backend", "-b",
+        "--backend", "-b", metavar="NAME,...",
         help=r"Comma-separated backends, NAME\[:precision]\[@key=value,...] (see `graphopt"
              f" backends`). Default {DEFAULT_BACKEND}.")] = None,
     duration: Annotated[float, typer.Option(

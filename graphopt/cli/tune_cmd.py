@@ -117,8 +117,9 @@ def tune(
              " reads (a saturated softmax makes output SQNR depend only on top-1 flips); the"
              " Softmax is put back in the written model.")] = "outputs",
     pipeline: Annotated[list[str] | None, typer.Option(
-        "--pipeline", help="Search these pipeline specs or presets instead of the default"
-                           " space (repeat the option; 'none' is the model as given).")
+        "--pipeline", metavar="SPEC",
+        help="Search these pipeline specs or presets instead of the default space (repeat the"
+             " option; 'none' is the model as given).")
     ] = None,
     probe_seconds: Annotated[float, typer.Option(
         help="Seconds of each paired latency measurement against the baseline.", min=0.5)

@@ -383,3 +383,68 @@ def test_files_follow_the_umask(tmp_path, run_cli):
     assert code == 0, err
     assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
+
+
+def _imports(proc) -> set[str]:
+    return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_shell_completion_script_install_and_completions(tmp_path, run_cli, monkeypatch):
+    import subprocess
+    import sys
+
+    code, stdout, _ = run_cli("--help")  # the shell is detected: plain flags
+    assert code == 0 and "--install-completion" in stdout and "--show-completion" in stdout
+    # the shell named instead of detected (pytest may run without a shell above it)
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+    code, stdout, err = run_cli("--show-completion", "bash")
+    assert code == 0, err
+    assert "_GRAPHOPT_COMPLETE=complete_bash" in stdout and "complete " in stdout
+    assert stdout.rstrip().endswith("graphopt")  # the program, not pytest's name
+
+    env = {**os.environ, "HOME": str(tmp_path)}
+    # the fast path: the script comes without onnx, onnxruntime, onnx-ir or numpy
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "graphopt",
+                           "--show-completion", "zsh"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0 and "_GRAPHOPT_COMPLETE=complete_zsh" in proc.stdout
+    heavy = {"onnx", "onnxruntime", "onnx_ir", "sympy", "numpy"}
+    assert not _imports(proc) & heavy
+
+    proc = subprocess.run([sys.executable, "-m", "graphopt", "--install-completion", "bash"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "bash completion installed" in proc.stdout
+    assert "_GRAPHOPT_COMPLETE" in (tmp_path / ".bash_completions" / "graphopt.sh").read_text()
+
+    def complete(words: str) -> list[str]:
+        cwords = words.split()
+        proc = subprocess.run([sys.executable, "-m", "graphopt"], capture_output=True,
+                              text=True, timeout=60,
+                              env={**env, "_GRAPHOPT_COMPLETE": "complete_bash",
+                                   "COMP_WORDS": words, "COMP_CWORD": str(len(cwords) - 1)})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("graphopt opt") == ["optimize"]  # commands
+    assert "--backend" in complete("graphopt bench --ba")  # a command's options
+
+
+@pytest.mark.parametrize("command", ["", "optimize", "bench", "inspect", "passes", "tune",
+                                     "debug", "report", "zoo", "backends"])
+def test_help_has_no_odd_placeholders(run_cli, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, stdout, err = run_cli(*command.split(), "--help")
+    assert code == 0, err
+    assert "<bool>" not in stdout and "<list[" not in stdout
+    assert "{" not in stdout and "}" not in stdout, stdout
+    usage = next(line for line in stdout.splitlines() if "Usage:" in line).split()
+    placeholders = usage[usage.index("[OPTIONS]"):]
+    assert placeholders == [word.upper() for word in placeholders], usage  # in capitals
+    if command in ("optimize", "inspect"):
+        assert usage[-1] == "MODEL..."
+    if command == "bench":
+        assert "--backend" in stdout and "NAME,..." in stdout
+    code, stdout, _ = run_cli("passes")
+    assert "<bool>" not in stdout and "{" not in stdout
