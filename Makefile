@@ -23,6 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo
+	mkdir -p $(OUT)
 	$(BIN)/graphopt optimize zoo:$(DEMO) -o $(OUT)/$(DEMO).opt.onnx --report $(OUT)/$(DEMO).report.json
 	$(BIN)/graphopt bench zoo:$(DEMO) $(OUT)/$(DEMO).opt.onnx --backend ort-cpu,openvino-cpu --duration 3
 

@@ -5,6 +5,9 @@ files it reads (the model, its external data, data files); :func:`check_output_p
 in one :class:`~graphopt.errors.OutputError` line, any written path that
 
 - is empty, a folder, a FIFO, a device or a socket, or lies under a file;
+- lies in a folder that does not exist (as onnxsim and trtexec, graphopt does not create
+  missing folders: a typo in ``-o buidl/m.onnx`` is an error, not a new folder) or that is
+  read-only;
 - is, or is a link to, a file that is read (the model, its weights, ``--inputs``, ``--calib``);
 - is written twice (``-o x --report x``);
 - lies in graphopt's own zoo cache or packaged zoo data (it would silently replace
@@ -87,6 +90,13 @@ def _protected_folders() -> list[Path]:
     return [Path(os.path.abspath(f)).resolve() for f in folders]
 
 
+def _check_parent_exists(path: Path, option: str) -> None:
+    parent = path.parent
+    if not os.path.isdir(parent):  # under a file: check_writable_target said so already
+        raise OutputError(f"{option} {path}: folder {os.fspath(parent)} does not exist"
+                          f" (create it first: mkdir -p {os.fspath(parent)})")
+
+
 def check_output_paths(
     outputs: Mapping[str, PathLike | None],
     *,
@@ -106,6 +116,7 @@ def check_output_paths(
         if not os.fspath(path) or os.fspath(path) in (".", ".."):
             raise OutputError(f"{option} {os.fspath(path)!r}: empty path, expected a file name")
         atomic.check_writable_target(path, option)
+        _check_parent_exists(path, option)
     if model_output is not None:
         written += [("-o (its previous data file)", p) for p in own_data_files(model_output)]
     read_ids: dict[tuple, Path] = {}

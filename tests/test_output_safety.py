@@ -321,6 +321,7 @@ main()
 @pytest.mark.parametrize("where", ["verify", "save"])
 def test_a_signal_leaves_no_temporary_files(tmp_path, signum, where):
     out = tmp_path / "out" / "o.onnx"
+    out.parent.mkdir()  # graphopt does not create a missing output folder
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     model = _matmul_model(tmp_path / "in", scale=1.0, size=512)

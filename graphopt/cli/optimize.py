@@ -13,10 +13,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from graphopt import __version__
+from graphopt.atomic import os_error_text
 from graphopt.budget import Budget
 from graphopt.cli.app import DebugOption, app, console, err_console, one_line, set_debug
 from graphopt.cli.formatting import human_count, json_ready, write_json_atomically
-from graphopt.errors import GraphoptError, UnsupportedModelError
+from graphopt.errors import GraphoptError, OutputError, UnsupportedModelError
 from graphopt.input_shapes import (
     defaulted_warning,
     fix_input_shapes,
@@ -324,15 +325,40 @@ def _optimize_into_folder(models: list[str], options: dict) -> None:
     plan = [(model, folder / f"{name}.opt.onnx",
              None if reports is None else reports / f"{name}.report.json")
             for model, name in zip(models, names, strict=True)]
-    for model, out, report in plan:
-        for option, path in (("-o", folder), ("--report", reports)):
-            if path is not None and path.exists() and not path.is_dir():
-                raise GraphoptError(f"{option} {path}: with several models, a folder")
-        check_output_paths({"--report": report}, model_output=out,
-                           reads=[*model_files(model), *data_files(options["inputs"]),
-                                  *data_files(options["calib"])])
+    for option, path in (("-o", folder), ("--report", reports)):
+        if path is not None and path.exists() and not path.is_dir():
+            raise GraphoptError(f"{option} {path}: with several models, a folder")
+    # the folder -o names is made (its parent must exist, as for a file); nothing else is
+    made = _make_folders([(option, path) for option, path in (("-o", folder),
+                                                             ("--report", reports))
+                          if path is not None and not path.exists()])
+    try:
+        for model, out, report in plan:
+            check_output_paths({"--report": report}, model_output=out,
+                               reads=[*model_files(model), *data_files(options["inputs"]),
+                                      *data_files(options["calib"])])
+    except GraphoptError:
+        for path in reversed(made):
+            path.rmdir()
+        raise
     for model, out, report in plan:
         optimize(**{**options, "models": [model], "output": out, "report": report})
+
+
+def _make_folders(folders: list[tuple[str, Path]]) -> list[Path]:
+    """Create the output folders of ``optimize A B -o OUTDIR`` after checking, like a file's,
+    that their parent exists and is writable; returns the folders made."""
+    for option, path in folders:
+        check_output_paths({option: path})  # its parent exists and is writable
+    made = []
+    for option, path in dict.fromkeys(folders):
+        if not path.exists():
+            try:
+                path.mkdir()
+            except OSError as exc:
+                raise OutputError(f"{option} {path}: {os_error_text(exc)}") from exc
+            made.append(path)
+    return made
 
 
 def _latency_probe(target: str):

@@ -448,3 +448,24 @@ def test_help_has_no_odd_placeholders(run_cli, monkeypatch, command):
         assert "--backend" in stdout and "NAME,..." in stdout
     code, stdout, _ = run_cli("passes")
     assert "<bool>" not in stdout and "{" not in stdout
+
+
+def test_a_missing_output_folder_is_one_line_and_not_created(tmp_path, run_cli):
+    # as onnxsim and trtexec: a typo in the folder is an error, not a new folder
+    missing = tmp_path / "buidl"
+    for args in (["optimize", "zoo:tiny_cnn", "-o", str(missing / "m.onnx")],
+                 ["optimize", "zoo:tiny_cnn", "-o", str(tmp_path / "m.onnx"),
+                  "--report", str(missing / "r.json")],
+                 ["bench", "zoo:tiny_cnn", *FAST, "--json", str(missing / "b.json")]):
+        code, stdout, err = run_cli(*args)
+        line = _error_line(code, err)
+        assert f"folder {missing} does not exist" in line and "mkdir -p" in line, line
+        assert "passes" not in stdout and "graphopt bench" not in stdout  # no work done
+        assert not missing.exists() and not (tmp_path / "m.onnx").exists()
+    # several models into a folder: the folder -o names is made, a missing parent is not
+    code, _, err = run_cli("optimize", "zoo:tiny_cnn", "zoo:mlp", "-o", str(missing / "out"))
+    assert "does not exist" in _error_line(code, err) and not missing.exists()
+    code, _, err = run_cli("optimize", "zoo:tiny_cnn", "zoo:mlp", "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mlp.opt.onnx",
+                                                                   "tiny_cnn.opt.onnx"]
