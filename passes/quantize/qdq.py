@@ -10,27 +10,35 @@ import numpy as np
 import onnx_ir as ir
 
 from graphopt.passes.opset_upgrade import upgrade_opset
-from graphopt.passes.quantize.qparams import ActivationParams, quantize_bias, quantize_weight
+from graphopt.passes.quantize.qparams import (
+    ActivationParams,
+    quantize_bias,
+    quantize_weight,
+    quantize_weight_blocked,
+)
 from graphopt.passes.rewrite_utils import (
     add_initializer,
     drop_unused_initializer,
     unique_name,
 )
 
-__all__ = ["MIN_QDQ_OPSET", "UPGRADE_OPSET", "ensure_qdq_opset", "insert_qdq",
-           "quantize_layer_weight", "quantize_layer_bias", "remove_absorbed_relu"]
+__all__ = ["MIN_QDQ_OPSET", "UPGRADE_OPSET", "BLOCKED_QDQ_OPSET", "ensure_qdq_opset",
+           "insert_qdq", "quantize_layer_weight", "quantize_layer_weight_blocked",
+           "quantize_layer_bias", "remove_absorbed_relu"]
 
 MIN_QDQ_OPSET = 13
 """Per-channel DequantizeLinear (``axis``) needs opset 13."""
 UPGRADE_OPSET = 17
+BLOCKED_QDQ_OPSET = 21
+"""Block-wise DequantizeLinear (``block_size``) and int4 need opset 21."""
 
 
-def ensure_qdq_opset(model: ir.Model) -> bool:
-    """Raise the opset to :data:`UPGRADE_OPSET` when it is below :data:`MIN_QDQ_OPSET`;
+def ensure_qdq_opset(model: ir.Model, minimum: int = MIN_QDQ_OPSET) -> bool:
+    """Raise the opset to ``minimum`` (at least :data:`UPGRADE_OPSET`) when it is below it;
     True when it did."""
-    if model.opset_imports.get("", 1) >= MIN_QDQ_OPSET:
+    if model.opset_imports.get("", 1) >= minimum:
         return False
-    upgrade_opset(model, UPGRADE_OPSET)
+    upgrade_opset(model, max(UPGRADE_OPSET, minimum))
     return True
 
 
@@ -85,7 +93,8 @@ def remove_absorbed_relu(relu: ir.Node) -> None:
 
 
 def _replace_with_dequantized(node: ir.Node, index: int, stored: np.ndarray,
-                              scales: np.ndarray, axis: int | None) -> None:
+                              scales: np.ndarray, axis: int | None,
+                              block_size: int | None = None) -> None:
     """Input ``index`` of ``node`` becomes ``DequantizeLinear(stored, scales, 0)``."""
     graph = node.graph
     original = node.inputs[index]
@@ -94,6 +103,8 @@ def _replace_with_dequantized(node: ir.Node, index: int, stored: np.ndarray,
     zero = add_initializer(graph, np.zeros(scales.shape, stored.dtype),
                            _name(original, "zero_point"))
     attributes = [ir.AttrInt64("axis", axis)] if axis is not None and scales.ndim else []
+    if block_size is not None:
+        attributes.append(ir.AttrInt64("block_size", block_size))
     dequantize = ir.Node("", "DequantizeLinear", [quantized, scale, zero],
                          attributes=attributes, name=_name(original, "DequantizeLinear"))
     dequantized = dequantize.outputs[0]
@@ -110,6 +121,13 @@ def quantize_layer_weight(node: ir.Node, axis: int) -> np.ndarray:
     q, scales = quantize_weight(node.inputs[1].const_value.numpy(), axis)
     _replace_with_dequantized(node, 1, q, scales, axis)
     return scales
+
+
+def quantize_layer_weight_blocked(node: ir.Node, axis: int, block_size: int) -> None:
+    """Replace the node's weight by int4 + block-wise DequantizeLinear along ``axis``
+    (opset >= 21)."""
+    q, scales = quantize_weight_blocked(node.inputs[1].const_value.numpy(), axis, block_size)
+    _replace_with_dequantized(node, 1, q, scales, axis, block_size)
 
 
 def quantize_layer_bias(node: ir.Node, input_scale: float, weight_scales: np.ndarray) -> bool:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
 __all__ = [
+    "INT4_QMAX",
+    "quantize_weight_blocked",
     "QuantType",
     "UINT8",
     "INT8",
@@ -102,6 +105,25 @@ def quantize_weight(weight: np.ndarray, axis: int | None) -> tuple[np.ndarray, n
     scales = scales.astype(np.float32)
     q = np.clip(np.round(w / shaped.astype(np.float32)), -_WEIGHT_QMAX, _WEIGHT_QMAX)
     return q.astype(np.int8), scales
+
+
+INT4_QMAX = 7
+"""Symmetric int4 weights use [-7, 7] (the grid stays symmetric; -8 is left out)."""
+
+
+def quantize_weight_blocked(weight: np.ndarray, axis: int,
+                            block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int4 weight, float32 scales): symmetric, one scale per ``block_size`` consecutive
+    entries along ``axis`` (which must divide into whole blocks) and per position elsewhere;
+    the scales have the weight's shape with ``axis`` divided by ``block_size`` (opset 21)."""
+    w = np.asarray(weight, dtype=np.float64)
+    moved = np.moveaxis(w, axis, 0)
+    blocks = moved.reshape(moved.shape[0] // block_size, block_size, *moved.shape[1:])
+    bound = np.max(np.abs(blocks), axis=1)
+    scales = np.where(bound > 0, bound / INT4_QMAX, 1.0).astype(np.float32)
+    q = np.clip(np.round(blocks / scales[:, None].astype(np.float64)), -INT4_QMAX, INT4_QMAX)
+    q = np.moveaxis(q.reshape(moved.shape), 0, axis)
+    return q.astype(ml_dtypes.int4), np.moveaxis(scales, 0, axis)
 
 
 def quantize_bias(bias: np.ndarray, input_scale: float,

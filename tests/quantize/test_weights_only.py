@@ -52,3 +52,29 @@ def test_small_weights_stay_float_and_old_opsets_are_upgraded():
     assert graph_pass.stats["weights_too_small"] > 0
     quantized = graph_pass.stats["weights_quantized"]
     assert 0 < quantized < 26 and _ops(model)["DequantizeLinear"] == quantized
+
+
+def test_int4_blocks_along_the_reduction_axis_at_opset_21():
+    import numpy as np
+
+    from graphopt.passes.quantize.qparams import INT4_QMAX, quantize_weight_blocked
+
+    model = resolve_model("zoo:mlp")
+    before = model_cost(model).weight_bytes
+    report = Pipeline.from_preset("int4-weights").run(model)
+    record = report.passes[-1]
+    assert model.opset_imports[""] == 21
+    dequantizers = [n for n in model.graph if n.op_type == "DequantizeLinear"]
+    int4 = [n for n in dequantizers if n.inputs[0].const_value.dtype == ir.DataType.INT4]
+    assert len(int4) == record.stats["weights_int4"] > 0
+    assert all(n.attributes.get_int("block_size") == 32 for n in int4)
+    assert report.output_cost.weight_bytes < 0.2 * before
+    assert report.fidelity.sqnr_db > 15, report.fidelity.summary()
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    # One scale per 32 consecutive entries along the axis, symmetric within [-7, 7].
+    weight = np.random.default_rng(0).normal(0, 1, (8, 64)).astype(np.float32)
+    q, scales = quantize_weight_blocked(weight, 1, 32)
+    assert scales.shape == (8, 2) and q.dtype.name == "int4"
+    restored = (q.astype(np.float32).reshape(8, 2, 32) * scales[:, :, None]).reshape(8, 64)
+    assert np.abs(q.astype(np.int8)).max() <= INT4_QMAX
+    assert np.abs(restored - weight).max() <= scales.max() / 2 + 1e-6
