@@ -7,6 +7,7 @@ candidates each activation Q/DQ pair disabled in turn.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from typing import Annotated
@@ -173,6 +174,10 @@ def debug(
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print the JSON report on stdout instead of tables.")] = False,
+    report_dir: Annotated[str | None, typer.Option(
+        "--report", help="Also write DIR/debug.html: a self-contained page with the SQNR"
+                         " along the graph depth (first divergence and bisection marked)"
+                         " and the tables. Needs matplotlib.")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Find where CANDIDATE parts ways with REFERENCE (or a backend with another): per
@@ -185,6 +190,8 @@ def debug(
     from graphopt.model_io import resolve_model
 
     set_debug(debug)
+    if report_dir is not None and importlib.util.find_spec("matplotlib") is None:
+        raise GraphoptError("--report needs matplotlib: pip install 'graphopt[bench]'")
     if candidate is None and backend is None and ref_backend is None:
         raise GraphoptError("give a CANDIDATE model, or --backend to compare the reference on"
                             " two backends")
@@ -212,7 +219,14 @@ def debug(
                           candidate_label=candidate or reference, reference_backend=ref_spec,
                           candidate_backend=cand_spec, data_description=description,
                           config=config, progress=progress)
+    page = None
+    if report_dir is not None:
+        from graphopt.harness.debug_report import write_debug_report
+
+        page = write_debug_report(report, report_dir)
     if json_output:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     _print(report, rows)
+    if page is not None:
+        console.print(f"report: {escape(str(page))}", highlight=False, soft_wrap=True)

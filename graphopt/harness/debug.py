@@ -283,8 +283,11 @@ class _Session:
         self.config = config
         self.progress = progress
         self.matches = match_tensors(reference, candidate)
-        self.batch = sum(next(iter(f.values())).shape[0] if f and next(iter(f.values())).ndim
-                         else 1 for f in feeds)
+        # The sweep holds a chunk's values for every feed at once: a tensor's bytes per run
+        # (its shape's dynamic batch = the largest feed's) times the feeds. A model with a
+        # fixed batch of 1 fed 48 samples holds 48 copies, not one.
+        self.feed_batch = max(next(iter(f.values())).shape[0] if f and next(iter(f.values())).ndim
+                              else 1 for f in feeds)
         self.max_exposed = 0
         # Both models on the same runtime with the same opsets: one graph holds the
         # reference and the candidate (outputs), or the reference's prefix and the
@@ -321,7 +324,7 @@ class _Session:
         chunks: list[list[TensorMatch]] = [[]]
         used = 0
         for match in self.matches:
-            size = self.ref.estimated_bytes(match.reference, self.batch)
+            size = self.ref.estimated_bytes(match.reference, self.feed_batch) * len(self.feeds)
             if chunks[-1] and used + size > self.config.chunk_bytes:
                 chunks.append([])
                 used = 0

@@ -36,12 +36,14 @@ from graphopt import atomic
 from graphopt.errors import GraphoptError
 from graphopt.harness.store import ResultStore
 
-__all__ = ["Row", "ReportData", "BASELINE_BACKEND", "BASELINE_PIPELINE", "load_report",
-           "pareto_front", "write_report"]
+__all__ = ["Row", "ReportData", "BASELINE_BACKEND", "BASELINE_PIPELINE", "SQNR_CAP_DB",
+           "load_report", "pareto_front", "write_report", "new_figure", "figure_png",
+           "html_table", "html_figure", "html_page"]
 
 BASELINE_BACKEND = "ort-cpu"
 BASELINE_PIPELINE = "none"
 _SQNR_CAP_DB = 150.0  # identical outputs have infinite SQNR: plotted at the cap
+SQNR_CAP_DB = _SQNR_CAP_DB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,6 +396,38 @@ def _html(data: ReportData, plots: list[tuple[str, str, bytes]]) -> str:
                                   for m in data.not_measured)))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# -- public helpers for other self-contained pages (graphopt debug --report) ----------------
+
+
+def new_figure(width: float, height: float):
+    """``(figure, axis)`` of matplotlib's Agg backend, laid out as the report's plots (a
+    :class:`GraphoptError` without matplotlib)."""
+    return _figure(width, height)
+
+
+def figure_png(figure) -> bytes:
+    """The figure as PNG bytes (the figure is closed)."""
+    return _png(figure)
+
+
+def html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """An HTML table, every cell escaped."""
+    return _html_table(header, rows)
+
+
+def html_figure(caption: str, png: bytes) -> str:
+    """A ``<figure>`` with the PNG inlined as base64 (no external load)."""
+    return _img(caption, png)
+
+
+def html_page(title: str, body: Iterable[str]) -> str:
+    """A self-contained page: ``title`` escaped, the report's CSS inline, ``body`` (HTML
+    fragments) as given."""
+    return "\n".join([f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                      f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+                      f"<h1>{html.escape(title)}</h1>", *body, "</body></html>"])
 
 
 def write_report(results: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:

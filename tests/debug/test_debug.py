@@ -233,3 +233,53 @@ def test_cli_errors_are_one_line(run_cli, tmp_path):
     assert code == 2 and "unknown backend" in err
     code, _, err = run_cli("debug", "zoo:tiny_cnn", "zoo:mlp")
     assert code == 2 and "input data" in err
+
+
+def test_html_report_inlines_the_depth_plot_and_marks_the_located_nodes(tmp_path):
+    pytest.importorskip("matplotlib")
+    from graphopt.harness.debug_report import REPORT_FILE, located_positions, write_debug_report
+
+    reference, candidate = _softmax_pair()
+    report = debug_models(reference, candidate, [random_inputs(reference, seed=s)
+                                                 for s in range(2)])
+    page = write_debug_report(report, tmp_path / "out")
+    assert page == tmp_path / "out" / REPORT_FILE
+    text = page.read_text()
+    assert text.count('src="data:image/png;base64,') == 1
+    # self-contained: nothing loaded from elsewhere
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    assert "<link" not in text and "url(" not in text
+    assert "y_QuantizeLinear" in text and "softmax_3" in text
+    by_reference = {row.match.reference: row for row in report.rows}
+    # the located Q/DQ pair quantizes "y", the Softmax's output
+    assert located_positions(report) == [by_reference["y"].match.position]
+
+
+def test_cli_report_writes_the_page(tmp_path, run_cli):
+    pytest.importorskip("matplotlib")
+    candidate = zoo.load("tiny_cnn")
+    label = plant_fault(candidate, "bias")
+    path = tmp_path / "fault.onnx"
+    ir.save(candidate, path)
+    code, stdout, err = run_cli("debug", "zoo:tiny_cnn", str(path), "--report",
+                                str(tmp_path / "report"))
+    assert code == 0, err
+    page = tmp_path / "report" / "debug.html"
+    assert "debug.html" in stdout
+    text = page.read_text()
+    assert "data:image/png;base64," in text and label in text
+
+
+def test_chunks_count_every_feed_of_a_fixed_batch_model():
+    """A model whose batch is fixed at 1, fed several samples: the sweep holds every feed's
+    copy of a chunk, so the chunk's budget covers all of them."""
+    reference, candidate = zoo.load("mbv2_block"), zoo.load("mbv2_block")
+    plant_fault(candidate, "bias")
+    assert reference.graph.inputs[0].shape[0] == 1
+    feeds = [random_inputs(reference, seed=s) for s in range(6)]
+    largest = max(math.prod(shape) for shape in _shapes(reference, feeds[0])) * 4
+    chunk = 3 * largest  # three tensors of one run, half a tensor of all six
+    report = debug_models(reference, candidate, feeds,
+                          config=DebugConfig(bisect=False, chunk_bytes=chunk))
+    # per side: one chunk, or one tensor of every feed when that alone is larger
+    assert report.max_exposed_bytes <= 2 * max(chunk, len(feeds) * largest)
