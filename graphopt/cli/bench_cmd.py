@@ -1,7 +1,9 @@
 """``graphopt bench``: latency, throughput, energy and fidelity of models on backends.
 
-With more than one (model, backend) pair, the first pair is the baseline and every other pair
-is also measured paired against it (:mod:`graphopt.backends.paired`): all runners alive,
+With several models, each backend has its own baseline, the first model (or ``--baseline``) on
+that backend, and every other model on it is also measured paired against it; one model on
+several backends is compared with itself on the first backend (:mod:`graphopt.backends.paired`,
+groups in :func:`graphopt.harness.pairs.baseline_groups`): all runners alive,
 short blocks in a balanced random order, a bootstrap CI of the speedup and a verdict, shown
 in the table's speedup column and written to the JSON (``paired`` and each result's
 ``speedup_vs_baseline``). The measuring is :func:`graphopt.harness.pairs.run_pairs`; this
@@ -52,7 +54,7 @@ from graphopt.cli.app import (
     verbose_requested,
 )
 from graphopt.cli.bench_shapes import shaped_models
-from graphopt.cli.bench_table import compact_table, speedup_lines
+from graphopt.cli.bench_table import by_backend, compact_table, speedup_lines
 from graphopt.errors import BackendUnavailableError, GraphoptError
 from graphopt.input_shapes import defaulted_warning, parse_shapes, shapes_text
 from graphopt.output_paths import check_output_paths, data_files, model_files
@@ -117,7 +119,7 @@ def _speedup(comparison, is_baseline: bool) -> str:
 
 
 def _table(results: list, speedups: dict[int, object] | None = None,
-           baseline: int | None = None) -> Table:
+           baselines: set[int] = frozenset()) -> Table:
     table = Table(title="graphopt bench", title_justify="left")
     columns = ["model", "backend", "precision", "p50 ms", "p99 ms", "median 95% CI ms"]
     if speedups is not None:
@@ -125,12 +127,13 @@ def _table(results: list, speedups: dict[int, object] | None = None,
     columns += ["sync inf/s", "concurrent inf/s", "energy / inference", "fidelity vs fp32"]
     for column in columns:
         table.add_column(column, justify="right" if column.endswith(("ms", "/s")) else "left")
-    for index, r in enumerate(results):
+    for index in by_backend(results):
+        r = results[index]
         s = r.stats
         row = [escape(r.model), escape(r.backend), r.precision, _ms(s.p50), _ms(s.p99),
                f"{_ms(s.median_ci_low)}-{_ms(s.median_ci_high)}"]
         if speedups is not None:
-            row.append(_speedup(speedups.get(index), index == baseline))
+            row.append(_speedup(speedups.get(index), index in baselines))
         row += [_rate(r.throughput_sync), _rate(r.throughput_concurrent), _energy(r),
                 _fidelity(r)]
         table.add_row(*row)
@@ -223,6 +226,10 @@ def bench(
         help="Input shape for dynamic dims, e.g. data:1x3x224x224 (repeat for several"
              " inputs). Timing, cost and energy use it; without it dynamic dims get defaults"
              " (a warning names them).")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", metavar="MODEL",
+        help="The model every other one is compared with, on each backend (default: the"
+             " first MODEL).", show_default=False)] = None,
     json_file: Annotated[Path | None, typer.Option(
         "--json", metavar="FILE|-",
         help="Write every result (raw samples included) to this JSON file; - prints it on"
@@ -250,8 +257,9 @@ def bench(
 ) -> None:
     """Measure models on backends: latency percentiles with a CI of the median, sync and
     concurrent throughput, energy per inference (with its source) and fidelity against the
-    fp32 onnxruntime reference. Several models or backends: the first pair is the baseline,
-    the others are also measured paired against it (speedup with a CI and a verdict).
+    fp32 onnxruntime reference. Several models: on each backend the first MODEL (or
+    --baseline) is the baseline, the others are also measured paired against it there
+    (speedup with a CI and a verdict); one model on several backends: against the first.
     With --suite: a whole suite into a resumable result store."""
     from graphopt.backends.paired import PairedConfig
     from graphopt.harness.benchmark import timing_config
@@ -268,6 +276,9 @@ def bench(
         return
     if not models:
         raise GraphoptError("give MODEL... to measure, or --suite FILE")
+    if baseline is not None and baseline not in models:
+        raise GraphoptError(f"--baseline {baseline}: not one of the MODELs"
+                            f" ({', '.join(models)})")
     if energy not in ENERGY_CHOICES:
         raise GraphoptError(f"--energy {energy!r}: expected one of {', '.join(ENERGY_CHOICES)}")
     if contention not in CONTENTION_POLICIES:
@@ -306,9 +317,9 @@ def bench(
             task=functools.partial(_task, progress), on_failure=on_failure,
             config=config, sessions=sessions, batch_size=batch_size, threads=threads, pin=pin,
             energy=energy, seed=seed, concurrent_seconds=duration, budget=fidelity_budget,
+            baseline=None if baseline is None else shaped.paths[models.index(baseline)],
         )
-    results, failures, pairing, paired_error = (run.results, run.failures, run.pairing,
-                                                run.paired_error)
+    results, failures, paired_error = run.results, run.failures, run.paired_error
     results = [dataclasses.replace(r, model=shaped.labels.get(r.model, r.model))
                for r in results]
     failures = shaped.relabel(failures)
@@ -318,16 +329,16 @@ def bench(
     speedups = run.speedups()
     verbose = verbose or verbose_requested()
     if results:
-        baseline = 0 if pairing is not None else None
+        baselines = run.baselines()
         if verbose:
-            console.print(_table(results, speedups, baseline=baseline))
+            console.print(_table(results, speedups, baselines=baselines))
             console.print(_startup_table(results))
         else:
-            console.print(compact_table(results, speedups, baseline=baseline))
+            console.print(compact_table(results, speedups, baselines=baselines))
         _print_notes(results, sessions, verbose=verbose)
-        if pairing is not None:
-            _print_paired_notes(pairing, shaped.relabel(pairing.names[0]))
-        for line in speedup_lines(results, pairing):
+        if run.pairings:
+            _print_paired_notes([p.benchmark for p in run.pairings], shaped)
+        for line in speedup_lines(results, run):
             console.print(escape(line), highlight=False)
         if not verbose:
             console.print("more columns, startup and energy notes: --verbose; every figure:"
@@ -337,7 +348,7 @@ def bench(
 
         result_dicts = [r.to_dict() for r in results]
         for index, data in enumerate(result_dicts):
-            comparison = None if pairing is None else pairing.comparison_of(index)
+            comparison = run.comparison_of(index)
             data["speedup_vs_baseline"] = None if comparison is None else comparison.to_dict()
         report = json_ready({
             "graphopt_version": __version__,
@@ -349,7 +360,9 @@ def bench(
             "results": result_dicts,
             "input_shapes": {model: {s.name: s.to_dict() for s in used}
                              for model, used in shaped.shapes.items()},
-            "paired": None if pairing is None else shaped.relabel(pairing.to_dict()),
+            # one paired measurement per baseline (per backend with several models)
+            "paired": (None if not run.pairings else
+                       [shaped.relabel(p.benchmark.to_dict()) for p in run.pairings]),
             "paired_error": paired_error,
             "failures": failures,
         })
@@ -397,19 +410,27 @@ def _print_shapes(shaped) -> None:
             err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
-def _print_paired_notes(pairing, baseline: str) -> None:
-    result = pairing.result
-    for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] paired: {escape(warning)}", highlight=False)
-    how = "reached" if result.stop_reason == STOP_CI_TARGET else "not reached"
+def _print_paired_notes(pairings: list, shaped) -> None:
+    """How the speedups were measured (once), then each baseline's stopping point."""
+    for pairing in pairings:
+        for warning in pairing.result.warnings:
+            err_console.print(f"[yellow]warning:[/] paired: {escape(warning)}",
+                              highlight=False)
+    result = pairings[0].result
+    bases = ", ".join(shaped.relabel(p.names[0]) for p in pairings)
     console.print(
-        f"speedup: baseline time / time ({baseline} is the baseline), measured paired:"
+        f"speedup: baseline time / time (baseline: {bases}), measured paired:"
         f" {result.sessions} runner session(s) per pair alive, blocks in a balanced random"
         f" order, {result.config.confidence:.0%} bootstrap CI over"
-        f" {'sessions, then rounds' if result.sessions > 1 else 'rounds'}; CI target"
-        f" +-{result.config.ci_target:.1%} {how}: {result.stop_detail}.",
+        f" {'sessions, then rounds' if result.sessions > 1 else 'rounds'}.",
         highlight=False,
     )
+    for pairing in pairings:
+        result = pairing.result
+        how = "reached" if result.stop_reason == STOP_CI_TARGET else "not reached"
+        where = f"against {shaped.relabel(pairing.names[0])}: " if len(pairings) > 1 else ""
+        console.print(f"{where}CI target +-{result.config.ci_target:.1%} {how}:"
+                      f" {result.stop_detail}.", highlight=False)
 
 
 def _print_energy_notes(results: list) -> None:

@@ -1,8 +1,8 @@
 """The compact ``graphopt bench`` table (fits 80 columns) and the plain-words speedup lines.
 
 Compact columns: model, backend, precision, p50 with its 95% CI, the paired speedup against
-the baseline and the fidelity verdict. p99, throughput, energy, the speedup's CI, the cosine
-and startup figures are in ``--verbose`` and in the JSON (``--json``).
+the baseline on the same backend and the fidelity verdict. p99, throughput, energy, the
+speedup's CI, the cosine and startup figures are in ``--verbose`` and in the JSON.
 
 A speedup is measured paired (interleaved blocks in one run), the p50 column is not: the
 p50s of two rows are taken at different moments, so background load moves them apart; the
@@ -23,9 +23,10 @@ from rich.table import Table
 
 from graphopt.model_io import zoo_name
 
-__all__ = ["compact_table", "display_names", "speedup_lines"]
+__all__ = ["by_backend", "compact_table", "display_names", "speedup_lines"]
 
-_VERDICT_WORD = {"faster": "faster", "slower": "slower", "no detectable difference": "no diff"}
+# "same": no detectable difference (the sentence under the table says it in full)
+_VERDICT_WORD = {"faster": "faster", "slower": "slower", "no detectable difference": "same"}
 _VERDICT_STYLE = {"faster": "green", "slower": "red", "no detectable difference": "dim"}
 _SELF_FUSING = {
     "ort": "onnxruntime applies the same fusions when it loads a model",
@@ -44,11 +45,19 @@ def display_names(models: Sequence[str]) -> dict[str, str]:
     return {m: shown if taken[shown] == 1 else m for m, shown in names.items()}
 
 
+def by_backend(results: list) -> list[int]:
+    """Result indices with each backend's rows together (backends in their first-seen order,
+    models in measured order, so each backend's baseline heads its rows)."""
+    order = {b: i for i, b in enumerate(dict.fromkeys(r.backend for r in results))}
+    return sorted(range(len(results)), key=lambda i: (order[results[i].backend], i))
+
+
 def _ms(us: float) -> str:
     if math.isnan(us):
         return "-"
-    ms = us / 1e3
-    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+    ms = us / 1e3  # three or four significant digits: the CI says how many mean anything
+    return (f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100
+            else f"{ms:.0f}")
 
 
 def _speedup_cell(comparison, is_baseline: bool) -> str:
@@ -62,10 +71,10 @@ def _speedup_cell(comparison, is_baseline: bool) -> str:
 
 
 def compact_table(results: list, speedups: dict[int, object] | None = None,
-                  baseline: int | None = None) -> Table:
+                  baselines: set[int] = frozenset()) -> Table:
     """Model, backend, precision, p50 [95% CI], speedup, fidelity verdict: 80 columns."""
     table = Table(title="graphopt bench", title_justify="left", box=box.SIMPLE_HEAD,
-                  show_edge=False, padding=(0, 1, 0, 0))
+                  show_edge=False, padding=(0, 1, 0, 0), pad_edge=False)
     table.add_column("model", overflow="fold")
     table.add_column("backend", overflow="fold")
     table.add_column("prec")
@@ -74,12 +83,13 @@ def compact_table(results: list, speedups: dict[int, object] | None = None,
         table.add_column("speedup", no_wrap=True)
     table.add_column("fidelity")
     names = display_names([r.model for r in results])
-    for index, r in enumerate(results):
+    for index in by_backend(results):
+        r = results[index]
         s = r.stats
         row = [escape(names[r.model]), escape(r.backend), r.precision,
                f"{_ms(s.p50)} [{_ms(s.median_ci_low)}-{_ms(s.median_ci_high)}]"]
         if speedups is not None:
-            row.append(_speedup_cell(speedups.get(index), index == baseline))
+            row.append(_speedup_cell(speedups.get(index), index in baselines))
         row.append("[green]ok[/]" if r.fidelity_ok else "[yellow]WARN[/]")
         table.add_row(*row)
     return table
@@ -87,16 +97,22 @@ def compact_table(results: list, speedups: dict[int, object] | None = None,
 
 def speedup_lines(results: list, pairing) -> list[str]:
     """One plain sentence per measured comparison: the speedup with its CI and, for the same
-    backend, what it means for the rewrite ("nothing on this backend")."""
+    backend, what it means for the rewrite ("nothing on this backend").
+
+    ``pairing`` has ``comparison_of(index)`` and, optionally, ``baseline_of(index)`` (a
+    :class:`graphopt.harness.pairs.PairsRun`); without it every result is compared with the
+    first."""
     if pairing is None:
         return []
     names = display_names([r.model for r in results])
-    base = results[0]
+    baseline_of = getattr(pairing, "baseline_of", lambda index: 0)
     lines = []
-    for index, r in enumerate(results[1:], start=1):
+    for index, r in enumerate(results):
         comparison = pairing.comparison_of(index)
-        if comparison is None:
+        base_index = baseline_of(index)
+        if comparison is None or base_index is None or base_index == index:
             continue
+        base = results[base_index]
         c = comparison.to_dict()
         head = (f"{names[r.model]} on {r.backend} vs {names[base.model]} on {base.backend}:"
                 f" {c['speedup']:.3f}x ({c['confidence']:.0%} CI"

@@ -75,7 +75,7 @@ def test_several_pairs_are_measured_paired_against_the_first(tmp_path, run_cli, 
                                 *PAIRED_FAST, "--threads", "1", "--json", str(out), "--verbose")
     assert code == 0, err
     data = json.loads(out.read_text())
-    paired = data["paired"]
+    (paired,) = data["paired"]  # one paired measurement per baseline: one backend here
     assert paired["baseline"] == "zoo:tiny_cnn on ort-cpu"
     assert paired["stop_reason"] in ("ci_target", "time_budget") and paired["stop_detail"]
     assert paired["config"]["max_seconds"] == 1.0 and paired["sessions"] == 1
@@ -99,7 +99,7 @@ def test_a_real_difference_gets_a_verdict(tmp_path, run_cli):
     code, _, err = run_cli("bench", "zoo:squeezenet", "zoo:tiny_cnn", *PAIRED_FAST,
                            "--threads", "1", "--json", str(out))
     assert code == 0, err
-    (comparison,) = json.loads(out.read_text())["paired"]["comparisons"]
+    ((comparison,),) = [p["comparisons"] for p in json.loads(out.read_text())["paired"]]
     assert comparison["verdict"] == "faster" and comparison["ci_low"] > 1.0
 
 
@@ -110,7 +110,7 @@ def test_pinning_and_threads_are_recorded(tmp_path, run_cli):
     assert code == 0, err
     data = json.loads(out.read_text())
     assert data["pin"] is True and data["threads"] == 1
-    for record in [*data["results"], *data["paired"]["arms"]]:
+    for record in [*data["results"], *(a for p in data["paired"] for a in p["arms"])]:
         assert record["settings"]["thread_pinning"].startswith("caller on core")
         assert record["settings"]["intra_op_threads"] == 1
 

@@ -469,3 +469,42 @@ def test_a_missing_output_folder_is_one_line_and_not_created(tmp_path, run_cli):
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mlp.opt.onnx",
                                                                    "tiny_cnn.opt.onnx"]
+
+
+def test_each_backend_has_its_own_baseline_and_baseline_picks_it(tmp_path, run_cli,
+                                                                 monkeypatch):
+    from graphopt.harness.pairs import baseline_groups
+
+    # models outermost: (a, ort) (a, ov) (b, ort) (b, ov) (c, ort) (c, ov)
+    measured = [(m, b) for m in "abc" for b in ("ort", "ov")]
+    assert baseline_groups(measured) == [[0, 2, 4], [1, 3, 5]]
+    assert baseline_groups(measured, "b") == [[2, 0, 4], [3, 1, 5]]
+    assert baseline_groups([("a", "ort"), ("a", "ov")]) == [[0, 1]]  # one model: backends
+    assert baseline_groups([("a", "ov"), ("b", "ort"), ("b", "ov")]) == [[0, 2]]  # a failed
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / "b.json"
+    code, stdout, err = run_cli("bench", "zoo:tiny_cnn", "zoo:mlp", "--backend",
+                                "ort-cpu,ort-cpu@opt=basic", *FAST, "--baseline", "zoo:mlp",
+                                "--json", str(out))
+    assert code == 0, err
+    assert max(len(line) for line in stdout.splitlines()) <= 80, stdout
+    data = json_load(out.read_text())
+    assert [p["baseline"] for p in data["paired"]] == ["zoo:mlp on ort-cpu",
+                                                       "zoo:mlp on ort-cpu@opt=basic"]
+    for paired in data["paired"]:
+        (comparison,) = paired["comparisons"]
+        assert comparison["model"] == "zoo:tiny_cnn"
+        assert comparison["backend"] == paired["baseline"].split(" on ")[1]  # same backend
+    rows = [r for r in map(str.split, stdout.splitlines())
+            if r[:1] in (["zoo:tiny_cnn"], ["zoo:mlp"]) and r[1].startswith("ort-cpu")]
+    assert [(r[0], r[1] != "ort-cpu") for r in rows] == [  # each backend's rows together
+        ("zoo:tiny_cnn", False), ("zoo:mlp", False), ("zoo:tiny_cnn", True), ("zoo:mlp", True)]
+    assert [r[-2] if r[-2] == "baseline" else "x" for r in rows] == ["x", "baseline"] * 2
+    text = " ".join(stdout.split())
+    assert "zoo:tiny_cnn on ort-cpu vs zoo:mlp on ort-cpu: " in text
+    assert "zoo:tiny_cnn on ort-cpu@opt=basic vs zoo:mlp on ort-cpu@opt=basic: " in text
+    assert "on ort-cpu@opt=basic vs zoo:mlp on ort-cpu:" not in text  # never across backends
+
+    code, _, err = run_cli("bench", "zoo:tiny_cnn", *FAST, "--baseline", "zoo:nosuch")
+    assert "--baseline zoo:nosuch: not one of the MODELs" in _error_line(code, err)
