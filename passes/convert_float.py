@@ -57,6 +57,7 @@ from graphopt.passes.rewrite_utils import (
     bypass,
     bypass_blocker,
     forget_names,
+    node_label,
     unique_name,
 )
 from graphopt.shapes import infer_shapes, missing_shapes
@@ -309,13 +310,6 @@ def _axis_length(node: ir.Node, opset: int) -> int | None:
 def _short_axis(node: ir.Node, opset: int) -> bool:
     length = _axis_length(node, opset)
     return length is not None and length <= SOFTMAX_LONG_AXIS
-
-
-def _label(node: ir.Node) -> str:
-    if node.name:
-        return f"{node.name} ({node.op_type})"
-    named = next((v.name for v in node.outputs if v.name), None)
-    return f"{node.op_type} -> {named}" if named else f"(unnamed {node.op_type})"
 
 
 def _constant_bytes(node: ir.Node, policy: _Policy) -> int:
@@ -628,7 +622,7 @@ class ConvertFloatPass(GraphPass):
                 reason, key = _NEIGHBOUR_REASON, "neighbours"
             self.stats["nodes_kept_fp32"] += 1
             self.stats[f"kept_fp32_{key}"] += 1
-            self.explain(f"{_label(node)} stays fp32: {reason}")
+            self.explain(f"{node_label(node)} stays fp32: {reason}")
         modified = self._rewrite(model, policies, chosen, half)
         return ir.passes.PassResult(model, modified=modified)
 
@@ -809,11 +803,11 @@ class ConvertFloatPass(GraphPass):
             for user, index in value.uses():
                 policy = policies.get(user)
                 if user.graph is not graph or policy is None or index not in policy.half_inputs:
-                    reasons.append(f"read by {_label(user)} as an input that stays fp32")
+                    reasons.append(f"read by {node_label(user)} as an input that stays fp32")
                 elif policy.reason:
-                    reasons.append(f"read by {_label(user)}, which stays fp32: {policy.reason}")
+                    reasons.append(f"read by {node_label(user)}, which stays fp32: {policy.reason}")
                 elif user in stem:
-                    reasons.append(f"read by {_label(user)} in the fp32 stem")
+                    reasons.append(f"read by {node_label(user)} in the fp32 stem")
             if reasons:
                 self.stats["initializers_kept_fp32"] += 1
                 self.explain(f"initializer {value.name!r} stays fp32: {reasons[0]}")

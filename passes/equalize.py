@@ -23,7 +23,12 @@ import onnx_ir as ir
 
 from graphopt.errors import GraphoptError
 from graphopt.pass_api import GraphPass, register_pass
-from graphopt.passes.rewrite_utils import constant_array, set_constant_input, single_consumer
+from graphopt.passes.rewrite_utils import (
+    constant_array,
+    node_label,
+    set_constant_input,
+    single_consumer,
+)
 
 __all__ = ["EqualizePass", "HOMOGENEOUS_OPS", "equalization_pairs"]
 
@@ -129,11 +134,11 @@ class EqualizePass(GraphPass):
         bias = constant_array(first.inputs[2]) if len(first.inputs) > 2 and \
             first.inputs[2] is not None else None
         if bias is not None and bias.size != channels:
-            self.explain(f"equalize: {first.name}: its bias is not per channel")
+            self.explain(f"equalize: {node_label(first)}: its bias is not per channel")
             return False
         if w2.shape[axis2] != channels:
-            self.explain(f"equalize: {first.name} -> {second.name}: channel counts differ"
-                         " (a reshape between them)")
+            self.explain(f"equalize: {node_label(first)} -> {node_label(second)}: channel"
+                         " counts differ (a reshape between them)")
             return False
         r1 = np.abs(rows1.reshape(channels, -1)).max(axis=1)
         r2 = np.abs(np.moveaxis(w2.astype(np.float64), axis2, 0).reshape(channels, -1)).max(axis=1)

@@ -11,6 +11,7 @@ __all__ = [
     "constant_tensor",
     "constant_array",
     "forget_names",
+    "node_label",
     "unique_name",
     "bypass",
     "replace_node",
@@ -126,6 +127,18 @@ def rank(value: ir.Value | None) -> int | None:
 
 # Names in use per graph, built once per fuse run (a superset is safe: it only adds suffixes).
 _TAKEN_NAMES: weakref.WeakKeyDictionary[ir.Graph, set[str]] = weakref.WeakKeyDictionary()
+
+
+def node_label(node: ir.Node) -> str:
+    """How an explanation names ``node``: what a person can find in the model file.
+
+    A node named in the file by its name and operator (``conv1 (Conv)``); an unnamed one by
+    its operator and first named output tensor (``Conv (output 'conv1_1')``), since that
+    tensor name is in the file (Netron and onnx.helper show it); failing that, the operator."""
+    if node.name:
+        return f"{node.name} ({node.op_type})"
+    named = next((v.name for v in node.outputs if v is not None and v.name), None)
+    return f"{node.op_type} (output {named!r})" if named else f"unnamed {node.op_type}"
 
 
 def forget_names(graph: ir.Graph) -> None:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import onnx_ir as ir
 
-from graphopt.passes.rewrite_utils import constant_array, constant_tensor
+from graphopt.passes.rewrite_utils import constant_array, constant_tensor, node_label
 
 __all__ = [
     "CheckResult",
@@ -177,5 +177,5 @@ class RuleSet:
                     stats.applied[rule.name] += 1
                     changed = True
                 elif isinstance(result, str):
-                    declined.append((rule.name, node.name or node.op_type, result))
+                    declined.append((rule.name, node_label(node), result))
         return changed

@@ -36,7 +36,7 @@ from graphopt.passes.quantize.qdq import (
     remove_absorbed_relu,
 )
 from graphopt.passes.quantize.qparams import QUANT_TYPES, ActivationParams, activation_params
-from graphopt.passes.rewrite_utils import forget_names
+from graphopt.passes.rewrite_utils import forget_names, node_label
 
 __all__ = ["QuantizePass"]
 
@@ -185,7 +185,7 @@ class QuantizePass(GraphPass):
                 stats["layers_float"] += 1
                 continue
             if data is None or (output_float and not layer.output.is_graph_output()):
-                explain(f"quantize: {layer.node.name or layer.node.op_type} stays float:"
+                explain(f"quantize: {node_label(layer.node)} stays float:"
                         " its input or output tensor stays float")
                 stats["layers_float"] += 1
                 continue

@@ -31,7 +31,7 @@ from graphopt.passes.quantize.qdq import (
     quantize_layer_weight,
     quantize_layer_weight_blocked,
 )
-from graphopt.passes.rewrite_utils import forget_names
+from graphopt.passes.rewrite_utils import forget_names, node_label
 
 __all__ = ["QuantizeWeightsPass", "DEFAULT_MIN_ELEMENTS", "DEFAULT_BLOCK_SIZE"]
 
@@ -82,7 +82,7 @@ class QuantizeWeightsPass(GraphPass):
                     quantize_layer_weight_blocked(node, reduction, self.block_size)
                     self.stats["weights_int4"] += 1
                     continue
-                self.explain(f"quantize_weights: {node.name or node.op_type} stays int8 per"
+                self.explain(f"quantize_weights: {node_label(node)} stays int8 per"
                              f" channel: its reduction axis ({length}) is not a multiple of"
                              f" block_size={self.block_size}")
             quantize_layer_weight(node, axis)

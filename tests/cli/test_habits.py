@@ -508,3 +508,40 @@ def test_each_backend_has_its_own_baseline_and_baseline_picks_it(tmp_path, run_c
 
     code, _, err = run_cli("bench", "zoo:tiny_cnn", *FAST, "--baseline", "zoo:nosuch")
     assert "--baseline zoo:nosuch: not one of the MODELs" in _error_line(code, err)
+
+
+def test_explanations_name_unnamed_nodes_by_operator_and_output(tmp_path, run_cli,
+                                                              monkeypatch):
+    from onnx import helper, numpy_helper
+
+    from graphopt.passes.rewrite_utils import node_label
+
+    monkeypatch.setenv("COLUMNS", "250")
+    graph = helper.make_graph(  # no node has a name, as in many exported files
+        [helper.make_node("Conv", ["x", "w"], ["conv1_1"]),
+         helper.make_node("Softmax", ["conv1_1"], ["prob"], axis=1),
+         helper.make_node("Exp", ["prob"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 4, 4])],
+        [numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    report = tmp_path / "r.json"
+    code, stdout, err = run_cli("optimize", str(tmp_path / "m.onnx"), "-o",
+                                str(tmp_path / "o.onnx"), "--passes", "convert_float",
+                                "--budget", "sqnr>=10", "--explain", "--report", str(report))
+    assert code == 0, err
+    assert "Exp (output 'y') stays fp32" in stdout
+    assert "Softmax (output 'prob') stays fp32" in stdout
+    (explained,) = [p["explanations"] for p in json_load(report.read_text())["passes"]]
+    assert any(line.startswith("Exp (output 'y')") for line in explained)
+
+    import onnx_ir as ir
+
+    named = ir.node("Conv", [], name="conv1", num_outputs=1)
+    assert node_label(named) == "conv1 (Conv)"
+    unnamed = ir.node("Conv", [], num_outputs=1)
+    unnamed.outputs[0].name = "conv1_1"
+    assert node_label(unnamed) == "Conv (output 'conv1_1')"
+    assert node_label(ir.node("Relu", [], num_outputs=1)) == "unnamed Relu"
