@@ -12,13 +12,16 @@ Cases (``--cases``, comma-separated; all by default):
 - ``lossless``: graphopt's lossless preset on zoo resnet50 against the original;
 - ``inception``: onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8
   activations, MinMax) on zoo inception_v2 after graphopt's opset upgrade to 13, calibrated
-  on 32 crops of real photos; the Q/DQ pairs carrying the error, ranked;
+  on 32 crops of real photos and measured on 48 others (the setup of ../shared/ANCHORS.md,
+  "Post-training int8 quantizers on the same data"); every Q/DQ pair disabled in turn and
+  ranked; output and logits SQNR plain and centred per sample (each sample's mean removed),
+  and the output with the top pairs and the final Softmax's pair disabled;
 - ``nncf``: NNCF's ``nncf.quantize`` on zoo shufflenet (opset upgraded to 13 first: NNCF
   refuses opsets below 10; same 32 crops), run on openvino-cpu
   against the reference onnxruntime: the first diverging tensor and the node bisection names.
 
-Fidelity is measured on 4 other crops (the ``faults`` case on seeded random inputs for the
-zoo nets, real test images for digits and ultraface). No timings are printed.
+Fidelity is measured on 4 other crops (48 for ``inception``; the ``faults`` case on seeded
+random inputs for the zoo nets, real test images for digits and ultraface). No timings are printed.
 
     .venv/bin/python bench/debug_cases.py [--cases faults,inception] [--json out.json]
 
@@ -38,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphopt import zoo
+from graphopt import atomic, zoo
 from graphopt.backends.registry import parse_backend
 from graphopt.feeds import random_inputs
 from graphopt.harness.debug import DebugConfig, DebugReport, debug_models
@@ -239,10 +242,29 @@ def _calibration_reader(name: str, crops: list[np.ndarray]):
     return Reader()
 
 
+def centred_sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """SQNR in dB with each sample's own mean removed from both (axis 0 = samples), signal and
+    noise pooled over the samples: the measure of ../shared/ANCHORS.md ("Post-training int8
+    quantizers on the same data") and bench/quantize_peers.py."""
+    r = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    c = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
+    r, c = r - r.mean(axis=1, keepdims=True), c - c.mean(axis=1, keepdims=True)
+    noise, signal = float(np.sum((c - r) ** 2)), float(np.sum(r ** 2))
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+INCEPTION_CALIBRATION, INCEPTION_TEST = 32, 48
+INCEPTION_PAIRS = 24  # noisiest first; the final Softmax's pair is added below
+
+
 def case_inception(results: dict, folder: Path) -> None:
     import onnx_ir as ir
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    from graphopt.harness.debug_exec import Executor
+    from graphopt.harness.debug_graph import PreparedModel
     from graphopt.passes.opset_upgrade import upgrade_opset
 
     print("## onnxruntime quantize_static on zoo inception_v2 (opset upgraded to 13)\n")
@@ -251,15 +273,106 @@ def case_inception(results: dict, folder: Path) -> None:
     float_path, int8_path = folder / "inception_v2-13.onnx", folder / "inception_v2-int8.onnx"
     ir.save(model, float_path)
     quantize_static(str(float_path), str(int8_path),
-                    _calibration_reader("data_0", photo_crops(32, seed=1)),
+                    _calibration_reader("data_0", photo_crops(INCEPTION_CALIBRATION, seed=1)),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    feeds = [{"data_0": x} for x in photo_crops(4, seed=7)]
-    report = debug_models(load_model(float_path), load_model(int8_path), feeds,
+    feeds = [{"data_0": x} for x in photo_crops(INCEPTION_TEST, seed=7)]
+    print(f"- data: {INCEPTION_CALIBRATION} calibration crops (seed 1), {INCEPTION_TEST} other"
+          " test crops (seed 7), 224x224 RGB, ImageNet mean/std")
+    reference, candidate = load_model(float_path), load_model(int8_path)
+    report = debug_models(reference, candidate, feeds,
                           reference_label="inception_v2 (opset 13)",
                           candidate_label="quantize_static",
-                          config=DebugConfig(max_pairs=48), progress=_progress)
-    results["inception"] = _print_report(report)
+                          config=DebugConfig(max_pairs=INCEPTION_PAIRS,
+                                             chunk_bytes=512 << 20), progress=_progress)
+    # The output and the logits (the final Softmax's input), plain and centred per sample,
+    # and the output with each pair of interest disabled.
+    with atomic.scratch_dir() as scratch:
+        ref, cand = PreparedModel(reference, scratch, "ref"), PreparedModel(candidate, scratch,
+                                                                            "cand")
+        softmax = next(ref.nodes[i] for i in ref.order if ref.nodes[i].op_type == "Softmax")
+        logits, output = softmax.input[0], ref.outputs[0]
+        cand_logits = next(p.before for p in cand.pairs
+                           if p.before == logits or p.after in cand.readers and any(
+                               cand.nodes[r].op_type == "Softmax" for r in cand.readers[p.after]))
+        cand_output = cand.outputs[0]
+        ref_runs = Executor(ref).run(ref.exposing([logits, output]), feeds)
+        cand_exec = Executor(cand)
+        cand_runs = cand_exec.run(cand.exposing([cand_logits, cand_output]), feeds)
+        r_out = np.concatenate([run[output] for run in ref_runs])
+        r_log = np.concatenate([run[logits] for run in ref_runs])
+        c_out = np.concatenate([run[cand_output] for run in cand_runs])
+        c_log = np.concatenate([run[cand_logits] for run in cand_runs])
+        figures = {
+            "output_sqnr_db": report.outputs.sqnr_db,
+            "output_sqnr_db_centred": centred_sqnr(r_out, c_out),
+            "logits_sqnr_db": _compare_db(r_log, c_log),
+            "logits_sqnr_db_centred": centred_sqnr(r_log, c_log),
+            "logit_std_per_sample_median": float(np.median(r_log.reshape(len(r_log), -1)
+                                                           .std(axis=1))),
+            "top_probability_median": float(np.median(r_out.reshape(len(r_out), -1)
+                                                      .max(axis=1))),
+        }
+        softmax_pairs = {p.name for p in cand.pairs
+                         if any(cand.nodes[i].op_type == "Softmax"
+                                for i in [cand.producer.get(p.before)] if i is not None)}
+        by_name = {p.name: p for p in cand.pairs}
+        tried = [c.pair for c in report.contributions[:5]]
+        tried += [n for n in softmax_pairs if n not in tried]
+        disabled = []
+        for name in tried:
+            runs = cand_exec.run(cand.bypassing([by_name[name]]), feeds)
+            out = np.concatenate([run[cand_output] for run in runs])
+            rank = next((i for i, c in enumerate(report.contributions, 1) if c.pair == name),
+                        None)
+            share = 1 - _noise(r_out, out) / _noise(r_out, c_out)
+            disabled.append({"pair": name, "rank": rank, "share": share,
+                             "softmax": name in softmax_pairs,
+                             "output_sqnr_db": _compare_db(r_out, out),
+                             "output_sqnr_db_centred": centred_sqnr(r_out, out)})
+        per_sample = _per_sample_noise(r_out, c_out)
+    print(f"- output ({output}): {_db(figures['output_sqnr_db'])} dB plain,"
+          f" {_db(figures['output_sqnr_db_centred'])} dB centred per sample; logits ({logits},"
+          f" the Softmax's input): {_db(figures['logits_sqnr_db'])} dB plain,"
+          f" {_db(figures['logits_sqnr_db_centred'])} dB centred")
+    print(f"- the fp32 outputs on these crops: median logit std per sample"
+          f" {figures['logit_std_per_sample_median']:.1f}, median top probability"
+          f" {figures['top_probability_median']:.3f}; the largest shares of the output error"
+          f" power by crop: {', '.join(f'{v:.1%}' for v in per_sample[:5])}")
+    data = _print_report(report)
+    print(f"- Q/DQ pairs: {report.pairs_total}; the {len(report.contributions)} that inject the"
+          " most (sweep) disabled in turn by graphopt debug, ranked above; below, the top 5"
+          " and the final Softmax's pair disabled again, the output measured both ways:\n")
+    print("| Q/DQ pair | rank | share of the output error | output dB without it (plain) |"
+          " centred |")
+    print("|---|---|---|---|---|")
+    for row in disabled:
+        label = row["pair"] + (" (final Softmax)" if row["softmax"] else "")
+        rank = ("not tried" if row["rank"] is None
+                else f"{row['rank']} of {len(report.contributions)}")
+        print(f"| {label} | {rank} | {row['share']:.1%} |"
+              f" {_db(row['output_sqnr_db'])} | {_db(row['output_sqnr_db_centred'])} |")
+    print()
+    results["inception"] = {**data, **figures, "disabled": disabled,
+                            "per_sample_error_share": per_sample}
+
+
+def _compare_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    from graphopt.verify import compare_outputs
+
+    return compare_outputs({"x": reference}, {"x": candidate}).sqnr_db
+
+
+def _noise(reference: np.ndarray, candidate: np.ndarray) -> float:
+    return float(np.sum((np.asarray(candidate, np.float64) - reference) ** 2))
+
+
+def _per_sample_noise(reference: np.ndarray, candidate: np.ndarray) -> list[float]:
+    """Each sample's share of the output error power, largest first."""
+    diff = (np.asarray(candidate, np.float64) - reference).reshape(len(reference), -1)
+    power = np.sum(diff ** 2, axis=1)
+    total = float(power.sum())
+    return sorted((float(p / total) for p in power), reverse=True) if total else []
 
 
 def case_nncf(results: dict, folder: Path) -> None:
