@@ -45,7 +45,7 @@ from graphopt.passes.prune.select import (
     keep_mask,
     restore_within,
 )
-from graphopt.passes.rewrite_utils import set_constant_input
+from graphopt.passes.rewrite_utils import node_label, set_constant_input
 from graphopt.shapes import infer_shapes, missing_shapes
 from graphopt.trials import BudgetTrials
 
@@ -312,7 +312,8 @@ class PrunePass(GraphPass):
             for layer in deps.sources:
                 mask = keep_mask(deps, layer.atoms, pruned)
                 if not mask.all():
-                    self.explain(f"prune: {layer.node.name}: {mask.size} -> {int(mask.sum())}"
+                    self.explain(f"prune: {node_label(layer.node)}: {mask.size} ->"
+                                 f" {int(mask.sum())}"
                                  " output channels")
 
 
