@@ -36,6 +36,7 @@ def test_over_2gb_external_data_round_trip(big_files):
     weights = (source.parent / "big.onnx.data").stat().st_size
     assert weights > 2 * 2**30
     out, report = tmp_path / "out" / "big.opt.onnx", tmp_path / "report.json"
+    out.parent.mkdir()  # outputs go to existing folders only
     io_file = tmp_path / "io.txt"
     child = ("import atexit, shutil\n"
              f"atexit.register(shutil.copyfile, '/proc/self/io', {str(io_file)!r})\n"

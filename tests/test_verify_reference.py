@@ -152,6 +152,7 @@ def _external_constant_model(folder):
 def test_constant_in_external_data_loads_and_saves(tmp_path, run_cli, verify):
     path = _external_constant_model(tmp_path / "in")
     out = tmp_path / "out" / "o.onnx"
+    out.parent.mkdir()  # outputs go to existing folders only
     code, _, err = run_cli("optimize", str(path), "-o", str(out),
                            *([] if verify else ["--no-verify"]))
     assert code == 0, err
