@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from typing import Annotated
 
 import typer
@@ -27,25 +26,18 @@ from graphopt.harness.debug import (
     DebugReport,
     TensorRow,
 )
+from graphopt.harness.debug_report import format_db
 
 __all__ = ["debug"]
 
 _CONTEXT_ROWS = 3
 
 
-def _db(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.1f}"
-
-
 def _figures(row: TensorRow) -> str:
     f = row.fidelity
     if f is None:
         return row.problem or "not compared"
-    return (f"SQNR {_db(f.sqnr_db)} dB, cosine {f.cosine:.6f}, max abs {f.max_abs:.3g},"
+    return (f"SQNR {format_db(f.sqnr_db)} dB, cosine {f.cosine:.6f}, max abs {f.max_abs:.3g},"
             f" max rel {f.max_rel:.2e}")
 
 
@@ -68,9 +60,9 @@ def _tensor_table(report: DebugReport, limit: int) -> Table:
         mark = "[red]" if row.below(report.threshold_db) else ""
         table.add_row(str(row.match.position), escape(row.match.node), row.match.op_type,
                       escape(row.match.reference),
-                      f"{mark}{_db(f.sqnr_db) if f else '-'}",
+                      f"{mark}{format_db(f.sqnr_db) if f else '-'}",
                       f"{f.cosine:.6f}" if f else "-", f"{f.max_abs:.3g}" if f else "-",
-                      _db(row.qdq_sqnr_db))
+                      format_db(row.qdq_sqnr_db))
     return table
 
 
@@ -81,8 +73,8 @@ def _contribution_table(report: DebugReport, limit: int) -> Table:
                    "share of the error"):
         table.add_column(column, justify="left" if column in ("Q/DQ pair", "tensor") else "right")
     for rank, c in enumerate(report.contributions[:limit], 1):
-        table.add_row(str(rank), escape(c.pair), escape(c.tensor), _db(c.injected_sqnr_db),
-                      _db(c.output_sqnr_db), f"{c.share:.1%}")
+        table.add_row(str(rank), escape(c.pair), escape(c.tensor), format_db(c.injected_sqnr_db),
+                      format_db(c.output_sqnr_db), f"{c.share:.1%}")
     return table
 
 
@@ -123,7 +115,7 @@ def _print(report: DebugReport, limit: int) -> None:
         top = report.contributions[0]
         console.print(f"dominant error: Q/DQ pair {escape(top.pair)} on {escape(top.tensor)}"
                       f" ({top.share:.0%} of the output error power; output"
-                      f" {_db(top.output_sqnr_db)} dB without it)", highlight=False,
+                      f" {format_db(top.output_sqnr_db)} dB without it)", highlight=False,
                       soft_wrap=True)
     if report.keep:
         names = ", ".join(report.keep)

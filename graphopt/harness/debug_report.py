@@ -28,14 +28,16 @@ from graphopt.harness.report import (
     new_figure,
 )
 
-__all__ = ["REPORT_FILE", "located_positions", "depth_plot", "debug_html", "write_debug_report"]
+__all__ = ["REPORT_FILE", "format_db", "located_positions", "depth_plot", "debug_html",
+           "write_debug_report"]
 
 REPORT_FILE = "debug.html"
 _TABLE_ROWS = 20
 _CONTEXT_ROWS = 3
 
 
-def _db(value: float | None) -> str:
+def format_db(value: float | None) -> str:
+    """A decibel figure for tables: one decimal, ``inf`` / ``-inf``, ``-`` when unknown."""
     if value is None:
         return "-"
     if math.isinf(value):
@@ -114,10 +116,10 @@ def debug_html(report: DebugReport) -> str:
     if first is not None:
         notes.append(f"first divergence (below {report.threshold_db:g} dB):"
                      f" {first.match.reference} at {first.match.node} ({first.match.op_type}),"
-                     f" {_db(first.fidelity.sqnr_db)} dB")
+                     f" {format_db(first.fidelity.sqnr_db)} dB")
     if worst is not None:
         notes.append(f"worst tensor: {worst.match.reference} at {worst.match.node}"
-                     f" ({worst.match.op_type}), {_db(worst.fidelity.sqnr_db)} dB")
+                     f" ({worst.match.op_type}), {format_db(worst.fidelity.sqnr_db)} dB")
     b = report.bisection
     if b is not None:
         notes.append("located by bisection: " + ", ".join(
@@ -137,7 +139,7 @@ def debug_html(report: DebugReport) -> str:
                                 " threshold", depth_plot(report)))
     body.append("<h2>Outputs</h2>")
     body.append(html_table(("output", "SQNR dB", "cosine", "max abs", "max rel"), (
-        (o.name, _db(o.sqnr_db), f"{o.cosine:.6f}", f"{o.max_abs:.3g}", f"{o.max_rel:.2e}")
+        (o.name, format_db(o.sqnr_db), f"{o.cosine:.6f}", f"{o.max_abs:.3g}", f"{o.max_rel:.2e}")
         for o in report.outputs.outputs)))
     if report.rows:
         body.append("<h2>Matched tensors (first divergence and its context, then the worst)"
@@ -145,15 +147,16 @@ def debug_html(report: DebugReport) -> str:
         body.append(html_table(
             ("depth", "node", "op", "tensor", "SQNR dB", "cosine", "max abs", "Q/DQ dB"),
             ((str(r.match.position), r.match.node, r.match.op_type, r.match.reference,
-              _db(r.fidelity.sqnr_db) if r.fidelity else (r.problem or "-"),
+              format_db(r.fidelity.sqnr_db) if r.fidelity else (r.problem or "-"),
               f"{r.fidelity.cosine:.6f}" if r.fidelity else "-",
-              f"{r.fidelity.max_abs:.3g}" if r.fidelity else "-", _db(r.qdq_sqnr_db))
+              f"{r.fidelity.max_abs:.3g}" if r.fidelity else "-", format_db(r.qdq_sqnr_db))
              for r in _tensor_rows(report))))
     if b is not None and b.steps:
         body.append("<h2>Bisection steps</h2>")
         body.append(html_table(("cut position", "first node", "output SQNR dB", "error share",
                                 "diverges"),
-                               ((str(s["position"]), s["node"], _db(_float(s["output_sqnr_db"])),
+                               ((str(s["position"]), s["node"],
+                                 format_db(_float(s["output_sqnr_db"])),
                                  f"{s['error_share']:.1%}", "yes" if s["diverges"] else "no")
                                 for s in b.steps)))
     if report.contributions:
@@ -161,8 +164,8 @@ def debug_html(report: DebugReport) -> str:
                     f" {report.pairs_total})</h2>")
         body.append(html_table(("rank", "Q/DQ pair", "tensor", "injects dB",
                                 "output dB without it", "share of the error"),
-                               ((str(i), c.pair, c.tensor, _db(c.injected_sqnr_db),
-                                 _db(c.output_sqnr_db), f"{c.share:.1%}")
+                               ((str(i), c.pair, c.tensor, format_db(c.injected_sqnr_db),
+                                 format_db(c.output_sqnr_db), f"{c.share:.1%}")
                                 for i, c in enumerate(report.contributions, 1))))
     return html_page("graphopt debug report", body)
 
