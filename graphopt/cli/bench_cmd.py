@@ -54,7 +54,7 @@ from graphopt.cli.app import (
     verbose_requested,
 )
 from graphopt.cli.bench_shapes import shaped_models
-from graphopt.cli.bench_table import by_backend, compact_table, speedup_lines
+from graphopt.cli.bench_table import by_backend, compact_table, speedup_cell, speedup_lines
 from graphopt.errors import BackendUnavailableError, GraphoptError
 from graphopt.input_shapes import defaulted_warning, parse_shapes, shapes_text
 from graphopt.output_paths import check_output_paths, data_files, model_files
@@ -104,20 +104,6 @@ def _fidelity(result) -> str:
     return f"{mark} cos {fidelity.cosine:.6f} rel {fidelity.max_rel:.1e}"
 
 
-_VERDICT_STYLE = {"faster": "green", "slower": "red", "no detectable difference": "dim"}
-
-
-def _speedup(comparison, is_baseline: bool) -> str:
-    if is_baseline:
-        return "baseline"
-    if comparison is None:
-        return "-"
-    c = comparison.to_dict()
-    style = _VERDICT_STYLE[c["verdict"]]
-    return (f"{c['speedup']:.3f}x [{c['ci_low']:.3f}-{c['ci_high']:.3f}]"
-            f" [{style}]{c['verdict']}[/]")
-
-
 def _table(results: list, speedups: dict[int, object] | None = None,
            baselines: set[int] = frozenset()) -> Table:
     table = Table(title="graphopt bench", title_justify="left")
@@ -133,7 +119,7 @@ def _table(results: list, speedups: dict[int, object] | None = None,
         row = [escape(r.model), escape(r.backend), r.precision, _ms(s.p50), _ms(s.p99),
                f"{_ms(s.median_ci_low)}-{_ms(s.median_ci_high)}"]
         if speedups is not None:
-            row.append(_speedup(speedups.get(index), index in baselines))
+            row.append(speedup_cell(speedups.get(index), index in baselines, verbose=True))
         row += [_rate(r.throughput_sync), _rate(r.throughput_concurrent), _energy(r),
                 _fidelity(r)]
         table.add_row(*row)

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from graphopt.model_io import zoo_name
 
-__all__ = ["by_backend", "compact_table", "display_names", "speedup_lines"]
+__all__ = ["by_backend", "compact_table", "display_names", "speedup_cell", "speedup_lines"]
 
 # "same": no detectable difference (the sentence under the table says it in full)
 _VERDICT_WORD = {"faster": "faster", "slower": "slower", "no detectable difference": "same"}
@@ -60,13 +60,18 @@ def _ms(us: float) -> str:
             else f"{ms:.0f}")
 
 
-def _speedup_cell(comparison, is_baseline: bool) -> str:
+def speedup_cell(comparison, is_baseline: bool, *, verbose: bool = False) -> str:
+    """A speedup table cell: ``1.23x faster`` (compact) or ``1.234x [1.2-1.3] faster``
+    (``verbose``), ``baseline`` or ``-``."""
     if is_baseline:
         return "baseline"
     if comparison is None:
         return "-"
     c = comparison.to_dict()
     style = _VERDICT_STYLE[c["verdict"]]
+    if verbose:
+        return (f"{c['speedup']:.3f}x [{c['ci_low']:.3f}-{c['ci_high']:.3f}]"
+                f" [{style}]{c['verdict']}[/]")
     return f"{c['speedup']:.2f}x [{style}]{_VERDICT_WORD[c['verdict']]}[/]"
 
 
@@ -89,7 +94,7 @@ def compact_table(results: list, speedups: dict[int, object] | None = None,
         row = [escape(names[r.model]), escape(r.backend), r.precision,
                f"{_ms(s.p50)} [{_ms(s.median_ci_low)}-{_ms(s.median_ci_high)}]"]
         if speedups is not None:
-            row.append(_speedup_cell(speedups.get(index), index in baselines))
+            row.append(speedup_cell(speedups.get(index), index in baselines))
         row.append("[green]ok[/]" if r.fidelity_ok else "[yellow]WARN[/]")
         table.add_row(*row)
     return table
