@@ -259,7 +259,16 @@ INCEPTION_CALIBRATION, INCEPTION_TEST = 32, 48
 INCEPTION_PAIRS = 24  # noisiest first; the final Softmax's pair is added below
 
 
-def case_inception(results: dict, folder: Path) -> None:
+def inception_data(kind: str, count: int, seed: int) -> list[np.ndarray]:
+    """``photos``: crops of real photos; ``random``: standard normal inputs, on which this
+    random-weight net's softmax is spread out (on the photos it saturates)."""
+    if kind == "photos":
+        return photo_crops(count, seed=seed)
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(count)]
+
+
+def case_inception(results: dict, folder: Path, data: str = "photos") -> None:
     import onnx_ir as ir
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -273,12 +282,14 @@ def case_inception(results: dict, folder: Path) -> None:
     float_path, int8_path = folder / "inception_v2-13.onnx", folder / "inception_v2-int8.onnx"
     ir.save(model, float_path)
     quantize_static(str(float_path), str(int8_path),
-                    _calibration_reader("data_0", photo_crops(INCEPTION_CALIBRATION, seed=1)),
+                    _calibration_reader("data_0", inception_data(data, INCEPTION_CALIBRATION, 1)),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    feeds = [{"data_0": x} for x in photo_crops(INCEPTION_TEST, seed=7)]
-    print(f"- data: {INCEPTION_CALIBRATION} calibration crops (seed 1), {INCEPTION_TEST} other"
-          " test crops (seed 7), 224x224 RGB, ImageNet mean/std")
+    feeds = [{"data_0": x} for x in inception_data(data, INCEPTION_TEST, 7)]
+    what = ("crops, 224x224 RGB, ImageNet mean/std" if data == "photos"
+            else "standard normal inputs")
+    print(f"- data: {INCEPTION_CALIBRATION} calibration {what} (seed 1), {INCEPTION_TEST} other"
+          " test ones (seed 7)")
     reference, candidate = load_model(float_path), load_model(int8_path)
     report = debug_models(reference, candidate, feeds,
                           reference_label="inception_v2 (opset 13)",
@@ -469,6 +480,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None,
                         help="Keep the quantized models here (default: a temporary folder).")
+    parser.add_argument("--inception-data", choices=("photos", "random"), default="photos",
+                        help="Inputs of the inception case (default: photo crops).")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -494,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
             elif case == "lossless":
                 case_lossless(results)
             elif case == "inception":
-                case_inception(results, folder)
+                case_inception(results, folder, args.inception_data)
             elif case == "nncf":
                 case_nncf(results, folder)
     if args.json is not None:
