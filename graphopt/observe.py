@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 
 import numpy as np
 import onnx_ir as ir
@@ -267,10 +267,14 @@ class ActivationTap:
         return values
 
     def stream(self, source: Iterable[Mapping[str, np.ndarray]],
-               observers: Mapping[str, Sequence[Observer]]) -> int:
+               observers: Mapping[str, Sequence[Observer]],
+               progress: Callable[[int, int], None] | None = None) -> int:
         """Run every batch of ``source`` and update each tensor's observers; returns the
-        number of batches. Only one batch's tensors are alive at a time."""
+        number of batches. Only one batch's tensors are alive at a time. ``progress`` gets
+        ``(batches done, batches in all)`` after each batch (0 in all for a source without
+        ``len``)."""
         names = list(observers)
+        total = len(source) if isinstance(source, Sized) else 0
         batches = 0
         for feed in source:
             values = self.run(feed, names)
@@ -279,6 +283,8 @@ class ActivationTap:
                     observer.update(array)
             del values
             batches += 1
+            if progress is not None:
+                progress(batches, total)
         return batches
 
     def close(self) -> None:

@@ -11,12 +11,16 @@ needs against its :class:`PassContext` and sets ``graph_pass.context`` before ca
 Unmet ``evaluator`` or ``latency`` needs are one :class:`~graphopt.errors.GraphoptError` line
 naming the pass. ``seed`` seeds whatever a pass draws at random; ``work_dir`` is a folder the
 pass may write scratch files to (removed after the run); ``budget`` is the run's fidelity
-budget, for passes that search for the most compression it allows.
+budget, for passes that search for the most compression it allows. ``progress`` receives
+``(step, done, total)`` while a pass works through something long (calibration batches,
+sensitivity trials); the pipeline points it at its own progress report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from graphopt.budget import Budget
@@ -24,11 +28,14 @@ from graphopt.calibration import DataSource
 from graphopt.evaluate import Evaluator
 from graphopt.latency import LatencyProbe
 
-__all__ = ["NEEDS", "PassContext", "RANDOM_CALIBRATION_BATCHES"]
+__all__ = ["NEEDS", "PassContext", "RANDOM_CALIBRATION_BATCHES", "StepProgress"]
 
 NEEDS = frozenset({"calibration", "evaluator", "latency"})
 RANDOM_CALIBRATION_BATCHES = 16
 """Batches of seeded random data a pass that needs calibration gets when the user gave none."""
+
+StepProgress = Callable[[str, int, int], None]
+"""``(step, done, total)``: what a pass is doing and how far it got."""
 
 
 @dataclasses.dataclass
@@ -42,3 +49,13 @@ class PassContext:
     seed: int = 0
     work_dir: Path | None = None
     calibration_is_random: bool = False
+    progress: StepProgress | None = None
+
+    def step(self, what: str) -> Callable[[int, int], None]:
+        """A ``(done, total)`` callback reporting progress on ``what`` (a no-op without
+        ``progress``)."""
+        return functools.partial(self._report, what)
+
+    def _report(self, what: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(what, done, total)

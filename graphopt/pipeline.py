@@ -153,7 +153,8 @@ class PipelineReport:
         }
 
 
-ProgressFn = Callable[[int, int, str], None]
+ProgressFn = Callable[[float, int, str], None]
+"""``(passes done, passes in all, what is running)``; fractional while a pass reports steps."""
 VerificationData = Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]]
 
 
@@ -239,6 +240,8 @@ class Pipeline:
             for index, graph_pass in enumerate(self.passes):
                 if progress is not None:
                     progress(index, len(self.passes), graph_pass.name)
+                    context.progress = _step_reporter(progress, index, len(self.passes),
+                                                      graph_pass.name)
                 graph_pass.with_context(context)
                 start = time.perf_counter()
                 result = self._apply(graph_pass, model, report.passes)
@@ -409,3 +412,14 @@ def _calibration_label(passes: Sequence[GraphPass], context: PassContext) -> str
     if not any("calibration" in p.needs for p in passes) or context.calibration is None:
         return None
     return context.calibration.description
+
+
+def _step_reporter(progress: ProgressFn, index: int, passes: int, name: str):
+    """Forward a pass's ``(step, done, total)`` reports as fractional pipeline progress."""
+
+    def report(step: str, done: int, total: int) -> None:
+        share = min(done / total, 1.0) if total > 0 else 0.0
+        count = f" {done}/{total}" if total > 0 else f" {done}"
+        progress(index + share, passes, f"{name}: {step}{count}")
+
+    return report

@@ -181,7 +181,8 @@ class PrunePass(GraphPass):
             axis = 1 if layer.node.op_type == "Conv" else -1
             observers.setdefault(layer.value.name, [MeanMagnitude(axis)])
         with ActivationTap(model, list(observers)) as tap:
-            tap.stream(self.context.calibration, observers)
+            tap.stream(self.context.calibration, observers,
+                       progress=self.context.step("activation statistics"))
         values = {v.name: v for v in deps.spans}
         return {values[name]: obs[0].mean for name, obs in observers.items()}
 

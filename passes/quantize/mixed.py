@@ -34,8 +34,10 @@ class MixedSearch:
 
 
 def search_float_layers(model: ir.Model, quantized_except: Callable[[set[int]], ir.Model],
-                        names: Sequence[str], data, budget: Budget) -> MixedSearch:
-    """Which layers (indices into ``names``) to keep float so that the budget holds."""
+                        names: Sequence[str], data, budget: Budget,
+                        progress: Callable[[int, int], None] | None = None) -> MixedSearch:
+    """Which layers (indices into ``names``) to keep float so that the budget holds;
+    ``progress`` gets ``(layers judged, layers)`` during the sensitivity sweep."""
     trials = BudgetTrials(model, data, getattr(data, "labels", None), budget)
     explanations = []
     if budget.term("accuracy_drop") is not None and trials.labels is None:
@@ -49,6 +51,8 @@ def search_float_layers(model: ir.Model, quantized_except: Callable[[set[int]], 
     for index in range(len(names)):
         _, alone = trials.judge(quantized_except(everything - {index}))
         costs.append((alone, index))
+        if progress is not None:
+            progress(index + 1, len(names))
     costs.sort()
     order = [index for _, index in costs]
     low, high = 1, len(order)  # the smallest prefix that keeps the budget is in [low, high]

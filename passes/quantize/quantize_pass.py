@@ -107,7 +107,8 @@ class QuantizePass(GraphPass):
                 moments[index] = ChannelMoments(axis=input_mean_axis(layer.node))
                 observers[layer.data.name].append(moments[index])
         with ActivationTap(model, list(observers)) as tap:
-            batches = tap.stream(self.context.calibration, observers)
+            batches = tap.stream(self.context.calibration, observers,
+                                 progress=self.context.step("calibrating"))
         self.stats["calibration_batches"] = batches
         qtype = QUANT_TYPES[self.activations]
         ranges = {}
@@ -164,7 +165,8 @@ class QuantizePass(GraphPass):
         names = [layer.node.name or f"{layer.node.op_type}#{i}"
                  for i, layer in enumerate(placement.layers)]
         search = search_float_layers(model, quantized_except, names, self.context.calibration,
-                                     self.context.budget)
+                                     self.context.budget,
+                                     progress=self.context.step("layer sensitivity"))
         for line in search.explanations:
             self.explain(f"quantize: {line}")
         self.stats["layers_kept_float_for_budget"] = len(search.float_layers)
