@@ -2,9 +2,9 @@
 ``nncf.quantize`` in one run, on the same calibration data (issue 8; the method of
 ../shared/ANCHORS.md, "Post-training int8 quantizers on the same data").
 
-Models: zoo squeezenet, resnet50, shufflenet, inception_v2 (ImageNet mean/std), zoo:digits
-(calibrated on its 200-image calibration split, measured on its 450 test images with their
-labels) and ../shared/models/ultraface-rfb320 ((x - 127) / 128, RGB, 240x320).
+Models: zoo squeezenet, resnet50, shufflenet, inception_v2, densenet121 (ImageNet mean/std),
+zoo:digits (calibrated on its 200-image calibration split, measured on its 450 test images with
+their labels) and ../shared/models/ultraface-rfb320 ((x - 127) / 128, RGB, 240x320).
 
 Data: 32 calibration crops and 48 other crops of real photos (``photo_crops`` of
 bench/debug_cases.py: scikit-learn's sample images and ../shared/models' photos; seeds 1 and
@@ -20,8 +20,10 @@ Quantizers, each given exactly the same calibration samples:
   (``quantize_static`` writes invalid models from opset 9);
 - ``nncf``: ``nncf.quantize`` with its defaults (fast bias correction on) on the same
   opset-13 model (skipped when nncf is not installed: the ``peers`` extra);
-- ``graphopt-target`` (only with ``--latency``): the ``int8`` preset with an ort-cpu latency
-  probe (``--target ort-cpu``), which keeps float whatever is slower there.
+- ``graphopt-target`` and ``graphopt-target-ov`` (only with ``--latency``): the ``int8``
+  preset with an ort-cpu (``--target ort-cpu``) or openvino-cpu (``--target openvino-cpu``)
+  latency probe, which keeps float whatever is slower there than the fp32 model (on
+  OpenVINO: than its default precision, bf16 on CPUs with AMX).
 
 Fidelity: output SQNR (dB) against the fp32 model, both in onnxruntime (CPU, default graph
 optimizations), on the 48 held-out crops (digits: its test split), each output *centred per
@@ -80,9 +82,12 @@ from graphopt.pipeline import Pipeline  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
 ULTRAFACE = SHARED / "ultraface-rfb320" / "ultraface-rfb320.onnx"
-MODELS = ("squeezenet", "resnet50", "shufflenet", "inception_v2", "digits", "ultraface-rfb320")
+MODELS = ("squeezenet", "resnet50", "shufflenet", "inception_v2", "densenet121", "digits",
+          "ultraface-rfb320")
 QUANTIZERS = ("graphopt", "ort", "nncf")
 LATENCY_BACKENDS = ("ort-cpu", "openvino-cpu")
+TARGETS = {"graphopt-target": "ort-cpu", "graphopt-target-ov": "openvino-cpu"}
+"""The quantizers --latency adds: graphopt's int8 with a latency probe on that backend."""
 CALIB_SEED, EVAL_SEED = 1, 7
 CALIB_COUNT, EVAL_COUNT = 32, 48
 PEER_OPSET = 13
@@ -339,10 +344,10 @@ def bench_model(name: str, quantizers: list[str], folder: Path, args) -> list[di
                 row["reused"] = str(out)
             elif quantizer == "graphopt":
                 row.update(quantize_graphopt(spec, data["calib"], out))
-            elif quantizer == "graphopt-target":
+            elif quantizer in TARGETS:
                 from graphopt.backends.probe import RunnerLatencyProbe
 
-                probe = RunnerLatencyProbe("ort-cpu", threads=args.threads,
+                probe = RunnerLatencyProbe(TARGETS[quantizer], threads=args.threads,
                                            max_seconds=args.latency_seconds)
                 row.update(quantize_graphopt(spec, data["calib"], out, latency=probe))
             elif quantizer == "ort":
@@ -528,7 +533,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--quantizers", default=",".join(QUANTIZERS),
-                        help="graphopt, ort, nncf (graphopt-target is added by --latency)")
+                        help="graphopt, ort, nncf (graphopt-target and graphopt-target-ov"
+                             " are added by --latency)")
     parser.add_argument("--latency", action="store_true",
                         help="also measure int8/fp32 latency ratios on ort-cpu and openvino-cpu")
     parser.add_argument("--latency-seconds", type=float, default=20.0,
@@ -572,15 +578,15 @@ def main(argv: list[str] | None = None) -> None:
         _memory_child(args.memory_child[0], int(args.memory_child[1]), args.work)
         return
     models = _split(args.models, MODELS, "models")
-    quantizers = _split(args.quantizers, QUANTIZERS + ("graphopt-target",), "quantizers")
+    quantizers = _split(args.quantizers, QUANTIZERS + tuple(TARGETS), "quantizers")
     if "nncf" in quantizers:
         try:
             import nncf  # noqa: F401
         except ImportError:
             _log("nncf is not installed (pip install nncf): skipped")
             quantizers.remove("nncf")
-    if args.latency and "graphopt-target" not in quantizers:
-        quantizers.append("graphopt-target")
+    if args.latency:
+        quantizers += [q for q in TARGETS if q not in quantizers]
     results: dict = {"versions": _versions(), "argv": sys.argv[1:], "rows": []}
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.work or Path(scratch)
@@ -609,7 +615,13 @@ def main(argv: list[str] | None = None) -> None:
 def _versions() -> dict:
     import onnxruntime
 
-    versions = {"onnxruntime": onnxruntime.__version__}
+    from graphopt.backends.environment import capture_environment
+
+    cpu = capture_environment()["cpu"]
+    flags = sorted(f for f, on in (cpu["flags"] or {}).items() if on)
+    versions = {"cpu": f"{cpu['model']}, {cpu['logical_cores_available']} cores"
+                       f" ({' '.join(flags) or 'no flags read'})",
+                "onnxruntime": onnxruntime.__version__}
     for module in ("nncf", "openvino"):
         try:
             versions[module] = __import__(module).__version__
