@@ -138,13 +138,18 @@ def input_name(model) -> str:
 
 
 def peer_input(spec: str, folder: Path, name: str) -> Path:
-    """The model with its opset raised to 13 (graphopt's upgrader), for the peers."""
+    """The model with its opset raised to 13 (graphopt's upgrader) and its initializers no
+    longer listed as graph inputs (the step onnxruntime's docs give: listed, they stay
+    overridable, so onnxruntime neither folds nor fuses them), for the peers."""
+    import onnx_ir.passes.common as common_passes
+
     from graphopt.passes.opset_upgrade import upgrade_opset
 
     path = folder / f"{name}-opset{PEER_OPSET}.onnx"
     if not path.exists():
         model = resolve_model(spec)
         upgrade_opset(model, PEER_OPSET)
+        common_passes.RemoveInitializersFromInputsPass()(model)
         save_model(model, path)
     return path
 
