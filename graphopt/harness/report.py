@@ -228,15 +228,38 @@ def _tradeoff_plot(rows: list[Row], model: str, metric: str) -> bytes:
                       xerr=[[row.p50_ms - row.ci_low_ms], [row.ci_high_ms - row.p50_ms]])
         axis.annotate(row.config, (row.p50_ms, values[index]), fontsize=7,
                       xytext=(4, 4), textcoords="offset points")
-    if len(front) > 1:
-        axis.step([latencies[i] for i in front], [values[i] for i in front], where="post",
-                  color="tab:blue", label="Pareto front")
+    if front:  # a ring on every point of the front, joined when there are several
+        axis.plot([latencies[i] for i in front], [values[i] for i in front], "o",
+                  markersize=12, markerfacecolor="none", color="tab:blue", label="Pareto front")
+        if len(front) > 1:
+            axis.step([latencies[i] for i in front], [values[i] for i in front],
+                      where="post", color="tab:blue")
         axis.legend(loc="lower right")
     axis.set_xscale("log")
+    _log_ticks(axis, [v for r in rows for v in (r.ci_low_ms, r.ci_high_ms, r.p50_ms)])
     axis.set_xlabel("median latency (ms, 95% CI; log scale)")
     axis.set_title(f"{model}: latency vs {'fidelity' if metric == 'sqnr' else 'accuracy'}"
                    " (orange: outside the precision's budget)")
     return _png(figure)
+
+
+def _log_ticks(axis, values: Iterable[float], count: int = 6) -> None:
+    """At most ``count`` plain-number ticks on a log x axis (matplotlib's own labels on a
+    narrow log range pile up as overlapping ``2x10^0``-style minor labels)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    if high <= low:
+        high = low * 1.1
+    ticks = sorted({float(f"{low * (high / low) ** (i / (count - 1)):.2g}")
+                    for i in range(count)})
+    axis.xaxis.set_major_locator(FixedLocator(ticks))
+    axis.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _bars(rows: list[Row], values: list[float | None], label: str, title: str,
@@ -253,6 +276,7 @@ def _bars(rows: list[Row], values: list[float | None], label: str, title: str,
                       xytext=(3, -3), textcoords="offset points")
     if log:
         axis.set_xscale("log")
+        _log_ticks(axis, [v for _, v, _ in shown])
     axis.set_xlabel(label)
     axis.set_title(title)
     return _png(figure)
