@@ -11,7 +11,8 @@ The public methods guard the state and time the expensive step; subclasses imple
 
 - ``precision``: the arithmetic it actually runs (``fp32``, ``bf16``, ``fp16``, ``int8``), read
   back from the runtime where the runtime can say (OpenVINO) and otherwise derived from what
-  was requested and what the graph holds;
+  was requested and what the graph holds; a quantized graph run as it is reports the graph's
+  own name (``mixed``, ``int8-weights``, ``int4-weights``, see :func:`graph_precision`);
 - ``settings``: everything that affects speed (providers, threads, streams, hints, versions);
 - ``compile_seconds``: session creation / compile time, measured apart from inference (and
   apart from the runner's own bookkeeping when it wraps the step in ``self._compiling()``).
@@ -37,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx_ir as ir
+
+from graphopt.precision import model_precision
 
 __all__ = [
     "PRECISIONS",
@@ -51,7 +55,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Canonical precision names used in results; aliases accepted on input.
+# Canonical names of the precisions a runner can be asked for; aliases accepted on input.
+# graph_precision may also return the names of graphopt.precision.GRAPH_PRECISIONS.
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _PRECISION_ALIASES = {
     "fp32": "fp32", "f32": "fp32", "float32": "fp32", "float": "fp32",
@@ -62,12 +67,6 @@ _PRECISION_ALIASES = {
 DEFAULT_ASYNC_WORKERS = 2
 
 ModelSource = str | os.PathLike | Callable[[], "str | os.PathLike"]
-
-# Operators whose presence means the graph computes (at least partly) in 8-bit integers.
-_INT8_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-    "MatMulInteger", "DynamicQuantizeLinear", "QGemm", "QLinearAdd", "QLinearMul",
-})
 
 
 class RunnerStateError(RuntimeError):
@@ -94,17 +93,11 @@ def canonical_precision(text: str) -> str:
 
 
 def graph_precision(path: str | os.PathLike) -> str:
-    """The precision a graph asks for by itself: ``int8`` with quantization operators,
-    ``fp16`` when most float weights are float16, else ``fp32``."""
-    import onnx
-
-    model = onnx.load(os.fspath(path), load_external_data=False)
-    ops = {node.op_type for node in model.graph.node}
-    if ops & _INT8_OPS:
-        return "int8"
-    half = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
-    single = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
-    return "fp16" if half > single else "fp32"
+    """The precision a graph computes in by itself (:func:`graphopt.precision.model_precision`):
+    ``int8`` (every MAC node on int8 QDQ or integer operators), ``mixed`` (some int8, some
+    float), ``int8-weights`` / ``int4-weights`` (quantized weights, float activations), else
+    ``fp32``, ``fp16``, ``bf16`` (``fp64``). External data is never read."""
+    return model_precision(ir.load(os.fspath(path)))
 
 
 class ModelLoader:

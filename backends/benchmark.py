@@ -21,8 +21,8 @@ reference, judges fidelity and assembles the result). Steps:
    estimate (:class:`~graphopt.backends.energy.TimePowerEstimator`: this process's CPU time
    over every session's timed phase x the modelled power per busy CPU), with the reasons no
    meter was used. Beside it, never as the headline, the analytical lower bound
-   :class:`~graphopt.backends.energy.ModelEnergyEstimator` on the model's cost at the precision
-   run.
+   :class:`~graphopt.backends.energy.ModelEnergyEstimator` on the model's cost: each node at
+   its own precision, lowered where the runtime ran a lower float precision than the graph's.
 
 Every run also records how many cores other processes kept busy during the timed phases
 (``background_cores_busy``, from :mod:`graphopt.backends.cpuload`, averaged over the sessions'
@@ -55,7 +55,7 @@ from graphopt.backends.energy import (
     cpu_power,
     probe_meters,
 )
-from graphopt.backends.energy.model import PRECISIONS
+from graphopt.backends.energy.model import RUNTIME_PRECISIONS
 from graphopt.backends.registry import BACKENDS, BackendSpec, start_runner
 from graphopt.backends.stats import CV_WARNING, is_noisy
 from graphopt.backends.timing import (
@@ -141,12 +141,15 @@ def energy_per_inference(preference: str, device: str, cost, precision: str, bat
     """(headline reading, compute-bound reading, reasons no meter was used).
 
     ``cost`` is the model's :class:`graphopt.cost.ModelCost`, ``measured`` the pair (meter
-    reading or ``None``, reasons) of :class:`SessionsRun`."""
+    reading or ``None``, reasons) of :class:`SessionsRun`. ``precision`` is the runner's:
+    the graph's own name (or one not known, ``unknown``) prices each node at its own
+    precision, another one is the runtime's lowering (``bf16`` on an fp32 graph)."""
     reading, reasons = measured
     if preference == "none":
         return None, None, ["energy not requested (--energy none)"]
-    priced = precision if precision in PRECISIONS else "fp32"
-    bound = ModelEnergyEstimator().estimate(cost, precision=priced, batch_size=batch_size)
+    lowered = precision in RUNTIME_PRECISIONS and precision != cost.precision
+    bound = ModelEnergyEstimator().estimate(cost, precision=precision if lowered else None,
+                                            batch_size=batch_size)
     if reading is not None and reading.joules_per_inference is not None:
         return reading, bound, reasons
     if reading is not None:

@@ -3,7 +3,9 @@
 Providers are named without the ``ExecutionProvider`` suffix: ``cpu``, ``cuda``, ``tensorrt``,
 ``openvino``. The CPU provider is always appended as the fallback for unsupported nodes, as ORT
 itself does. ``precision`` is what the graph holds (``graph_precision``) unless a provider is
-told to lower it (TensorRT EP ``fp16``/``int8``, OpenVINO EP ``fp16``).
+told to lower a float graph (TensorRT EP ``fp16``/``int8``, OpenVINO EP ``fp16``); a quantized
+graph (``int8``, ``mixed``, ``int8-weights``, ``int4-weights``) reports its own name whatever
+the provider does with its float part (``requested_precision`` in ``settings`` says what).
 
 Concurrent requests run ``session.run`` (which releases the GIL) on a thread pool; by default
 workers x intra-op threads = available cores, so one worker when ORT uses every core.
@@ -27,6 +29,7 @@ import numpy as np
 
 from graphopt.backends import placement
 from graphopt.backends.base import ModelSource, Runner, TensorMeta, graph_precision
+from graphopt.precision import QUANTIZED_PRECISIONS
 
 __all__ = [
     "PROVIDERS",
@@ -218,10 +221,11 @@ class OrtRunner(Runner):
         if PROVIDERS[self.provider] not in active:
             logger.warning("%s: %s was not used, running on %s", self.name,
                            PROVIDERS[self.provider], active)
+        graph = graph_precision(path)
         lowered = self.requested_precision not in (None, "fp32") and (
-            PROVIDERS[self.provider] in active
+            PROVIDERS[self.provider] in active and graph not in QUANTIZED_PRECISIONS
         )
-        self.precision = self.requested_precision if lowered else graph_precision(path)
+        self.precision = self.requested_precision if lowered else graph
         self.settings = {
             "runtime": "onnxruntime",
             "version": ort.__version__,

@@ -12,7 +12,9 @@ favour of strongly typed networks, where precision comes from the graph (fp16 ca
 nodes). :func:`select_precision_mode` decides: no requested precision -> strongly typed, the
 graph's own precision; a requested precision the graph already holds -> strongly typed; a
 lower precision than the graph holds -> the builder flag when this TensorRT has it (weakly
-typed network), otherwise a one-line error asking for a converted graph. TF32 is switched off
+typed network), otherwise a one-line error asking for a converted graph. Quantized graphs
+(``int8``, ``mixed``, ``int8-weights``, ``int4-weights``: explicit quantization with Q/DQ
+nodes) run strongly typed as they are and are never lowered or raised. TF32 is switched off
 so that ``fp32`` means fp32.
 
 Engines are cached under ``<cache>/tensorrt/<key>.engine`` with ``key`` = sha256 over the model
@@ -35,6 +37,7 @@ import numpy as np
 
 from graphopt import atomic
 from graphopt.backends.base import ModelSource, Runner, TensorMeta, graph_precision
+from graphopt.precision import QUANTIZED_PRECISIONS
 
 __all__ = [
     "DEFAULT_WORKSPACE_MB",
@@ -53,8 +56,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_WORKSPACE_MB = 1024
 _CACHE_FORMAT = 1
 _PRECISION_FLAGS = {"fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
-# Precisions a graph can be lowered to by a builder flag, from the graph's own precision.
-_LOWERABLE = {"fp32": ("fp16", "bf16"), "fp16": (), "bf16": (), "int8": ()}
+# The flag a weakly typed network needs to keep a quantized graph's own Q/DQ layers.
+_GRAPH_FLAGS = {**_PRECISION_FLAGS, "mixed": "INT8", "int8-weights": "INT8",
+                "int4-weights": "INT4"}
+# Precisions a graph can be lowered to by a builder flag, from the graph's own precision
+# (none from any other, quantized graphs included).
+_LOWERABLE = {"fp32": ("fp16", "bf16")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +83,7 @@ def select_precision_mode(
     """Pick the network typing and builder flags for ``requested`` precision.
 
     ``graph`` is what the ONNX graph holds (``graph_precision``), ``available_flags`` the
-    precision builder flags this TensorRT still has (``FP16``, ``BF16``, ``INT8``).
+    precision builder flags this TensorRT still has (``FP16``, ``BF16``, ``INT8``, ``INT4``).
     Raises ``ValueError`` with one readable line when the combination cannot be built.
     """
     target = requested or graph
@@ -84,7 +91,7 @@ def select_precision_mode(
         if has_strong_typing:
             return PrecisionMode(graph, True, ())
         # Weakly typed networks need the flag to keep a graph's own low precision.
-        flag = _PRECISION_FLAGS.get(graph)
+        flag = _GRAPH_FLAGS.get(graph)
         if flag is not None and flag not in available_flags:
             raise ValueError(f"this TensorRT can neither type strongly nor set {flag}")
         return PrecisionMode(graph, False, (flag,) if flag else ())
@@ -92,7 +99,7 @@ def select_precision_mode(
         hint = (
             ": int8 needs a quantized graph with Q/DQ nodes (graphopt optimize --preset int8),"
             " there is no calibrator here"
-            if target == "int8" else ""
+            if target == "int8" and graph not in QUANTIZED_PRECISIONS else ""
         )
         raise ValueError(f"the graph holds {graph}, TensorRT cannot run it as {target}{hint}")
     flag = _PRECISION_FLAGS[target]
@@ -465,7 +472,7 @@ class TensorRtRunner(Runner):
             graph=graph_precision(path),
             has_strong_typing=_has_strong_typing(trt),
             available_flags=frozenset(
-                f for f in _PRECISION_FLAGS.values() if hasattr(trt.BuilderFlag, f)
+                f for f in set(_GRAPH_FLAGS.values()) if hasattr(trt.BuilderFlag, f)
             ),
         )
         with self._compiling():  # engine build (or cache load) and deserialization

@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping
 
 from graphopt.errors import GraphoptError
+from graphopt.precision import QUANTIZED_PRECISIONS
 
 __all__ = [
     "LOSSLESS_MAX_REL",
@@ -182,11 +183,13 @@ def _metric_list() -> str:
 # - bf16: 8 mantissa bits, unit roundoff 2^-8 ~ 3.9e-3 (8x fp16), hence 5e-2.
 # - int8: element-wise errors of a calibrated quantization are not bounded usefully by a
 #   relative max; the output direction is (cosine >= 0.98).
+# - mixed, int8-weights, int4-weights (the other quantized graphs of graphopt.precision): the
+#   same reasoning as int8, whose tolerance they share.
 PRECISION_BUDGETS: dict[str, Budget] = {
     "fp32": Budget((BudgetTerm("max_rel", LOSSLESS_MAX_REL),)),
     "fp16": Budget((BudgetTerm("max_rel", 1e-2), BudgetTerm("cosine", 0.99))),
     "bf16": Budget((BudgetTerm("max_rel", 5e-2), BudgetTerm("cosine", 0.99))),
-    "int8": Budget((BudgetTerm("cosine", 0.98),)),
+    **{name: Budget((BudgetTerm("cosine", 0.98),)) for name in QUANTIZED_PRECISIONS},
 }
 
 

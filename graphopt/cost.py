@@ -4,7 +4,9 @@ Shapes come from ONNX shape inference. MACs count multiply-accumulates of the co
 operators (Conv, ConvTranspose, Gemm, MatMul and their quantized forms); element-wise operators
 count zero MACs but their activations count in ``activation_bytes``. Parameters are counted once
 per initializer, however many nodes read it; bytes follow each weight's dtype (an fp16 weight
-is half an fp32 one) and ``weight_bytes_by_dtype`` splits the total by dtype.
+is half an fp32 one) and ``weight_bytes_by_dtype`` splits the total by dtype. Every MAC node
+carries its arithmetic precision (:mod:`graphopt.precision`: ``int8``, ``int8-weights``,
+``fp16`` ...), ``macs_by_precision`` splits the MACs by it and ``precision`` names the graph's.
 
 Costs are addressable by node (``cost.of(node)``), since node names may be empty or repeated.
 After a pass that changed shapes, ``model_cost(model, refresh_shapes=True)`` re-infers them
@@ -19,6 +21,7 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
+from graphopt.precision import FLOAT_PRECISIONS, model_precision, node_precision
 from graphopt.shapes import infer_shapes as run_shape_inference
 from graphopt.shapes import missing_shapes
 from graphopt.shapes import refresh_shapes as rerun_shape_inference
@@ -34,7 +37,9 @@ class NodeCost:
     """Cost of one node (or, with ``op_type == "<initializer>"``, of a weight no node reads).
 
     ``weight_dtype`` is the dtype of the node's first counted weight (``""`` without one);
-    ``node`` is the node itself, for lookups by identity.
+    ``precision`` classifies a MAC node (``int8``, ``int4-weights``, ``fp16`` ...) and
+    ``arithmetic`` is what its multiply-accumulates run in (``int8`` or a float name); both
+    are ``""`` for other nodes. ``node`` is the node itself, for lookups by identity.
     """
 
     name: str
@@ -44,6 +49,8 @@ class NodeCost:
     weight_bytes: int
     activation_bytes: int
     weight_dtype: str = ""
+    precision: str = ""
+    arithmetic: str = ""
     node: ir.Node | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
@@ -53,6 +60,8 @@ class NodeCost:
 
 @dataclasses.dataclass(frozen=True)
 class ModelCost:
+    """Totals and per-node costs; ``precision`` is the graph's (``""`` when not classified)."""
+
     nodes: int
     params: int
     macs: int
@@ -60,6 +69,17 @@ class ModelCost:
     activation_bytes: int
     per_node: tuple[NodeCost, ...]
     weight_bytes_by_dtype: dict[str, int] = dataclasses.field(default_factory=dict)
+    precision: str = ""
+
+    @property
+    def macs_by_precision(self) -> dict[str, int]:
+        """MACs per node precision (``int8``, ``int8-weights``, ``fp32`` ...)."""
+        return _macs_by(self.per_node, "precision")
+
+    @property
+    def macs_by_arithmetic(self) -> dict[str, int]:
+        """MACs per arithmetic precision (``int8`` or a float name)."""
+        return _macs_by(self.per_node, "arithmetic")
 
     def of(self, node: ir.Node) -> NodeCost:
         """The cost of ``node`` (by identity; ``KeyError`` if it is not in this model)."""
@@ -80,10 +100,21 @@ class ModelCost:
             "weight_bytes": self.weight_bytes,
             "weight_bytes_by_dtype": dict(self.weight_bytes_by_dtype),
             "activation_bytes": self.activation_bytes,
+            "precision": self.precision,
+            "macs_by_precision": self.macs_by_precision,
         }
         if per_node:
             data["per_node"] = [n.to_dict() for n in self.per_node]
         return data
+
+
+def _macs_by(per_node: tuple[NodeCost, ...], field: str) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for cost in per_node:
+        key = getattr(cost, field)
+        if key:
+            totals[key] = totals.get(key, 0) + cost.macs
+    return totals
 
 
 def register_macs(*op_types: str):
@@ -213,8 +244,12 @@ def model_cost(
         rule = _MAC_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         macs = _macs(rule, node) if rule is not None else 0
         activation_bytes = sum(_bytes_of(v) for v in node.outputs)
+        precision = node_precision(node)
+        name, arithmetic = (precision.name, precision.arithmetic) if precision else ("", "")
+        if macs and not precision:  # a registered rule for an operator not classified
+            name = arithmetic = _float_of_outputs(node)
         per_node.append(NodeCost(node.name or "", node.op_type, params, macs, weight_bytes,
-                                 activation_bytes, weight_dtype, node))
+                                 activation_bytes, weight_dtype, name, arithmetic, node))
     # Initializers read only by graph outputs or by nothing still occupy the file.
     for value in model.graph.initializers.values():
         if id(value) not in counted and value.const_value is not None:
@@ -233,10 +268,16 @@ def model_cost(
         activation_bytes=sum(n.activation_bytes for n in per_node),
         per_node=tuple(per_node),
         weight_bytes_by_dtype=by_dtype,
+        precision=model_precision(model),
     )
 
 
-_HALF_TYPES = {ir.DataType.FLOAT16: "fp16", ir.DataType.BFLOAT16: "bf16"}
+def _float_of_outputs(node: ir.Node) -> str:
+    return next((FLOAT_PRECISIONS[v.dtype] for v in node.outputs if v.dtype in FLOAT_PRECISIONS),
+                "fp32")
+
+
+_HALF_TYPES = {t: FLOAT_PRECISIONS[t] for t in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)}
 
 
 def float_precision(model: ir.Model) -> str:

@@ -8,6 +8,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import pytest
 
+from graphopt import cost as cost_module
 from graphopt.cost import model_cost
 from graphopt.model_io import resolve_model
 
@@ -103,3 +104,18 @@ def test_weight_bytes_follow_the_dtype():
     assert cost.weight_bytes_by_dtype == {"float16": 16 * 4 * 9 * 2, "float": 6 * 16 * 4}
     assert cost.of(first).weight_dtype == "float16"
     assert cost.weight_bytes == 16 * 4 * 9 * 2 + 6 * 16 * 4
+
+
+def test_mac_nodes_carry_their_precision(monkeypatch):
+    model = _model(_TWO_CONVS)
+    common_passes.LiftConstantsToInitializersPass(size_limit=0)(model)
+    first, relu, second = list(model.graph)
+    cost = model_cost(model)
+    assert (cost.of(first).precision, cost.of(first).arithmetic) == ("fp32", "fp32")
+    assert (cost.of(relu).precision, cost.of(relu).arithmetic) == ("", "")
+    assert cost.precision == "fp32" and cost.macs_by_precision == {"fp32": cost.macs}
+    assert cost.to_dict(per_node=True)["per_node"][0]["precision"] == "fp32"
+    # An operator counted by a registered rule computes in its output's float type.
+    monkeypatch.setitem(cost_module._MAC_RULES, "Relu", lambda node: 7)
+    counted = model_cost(model).of(relu)
+    assert (counted.macs, counted.precision, counted.arithmetic) == (7, "fp32", "fp32")

@@ -24,6 +24,14 @@ voltage has stayed near 0.7-0.9 V since 28 nm), so at the default 7 nm they are
 7/45 = 0.156 of the table. DRAM energy is dominated by the DRAM array and the off-chip
 interface, not the logic node, so it is not scaled.
 
+Precision: every MAC node is priced at its own arithmetic precision, from the cost model
+(:mod:`graphopt.precision`): int8 QDQ and integer nodes at int8, weight-only and float nodes
+at their float type (fp64 priced as fp32, still a lower bound). ``precision`` is what the
+runtime ran: ``fp16``/``bf16`` lowers the float nodes and leaves int8 ones at int8, ``int8``
+prices every MAC at int8 (a runtime that quantizes everything), and ``None``, ``fp32`` or a
+graph's own name (``mixed``, ``int8-weights`` ...) keeps each node's. MACs no node accounts
+for (a hand-written cost) count as fp32. The note says how many MACs were priced at what.
+
 Traffic model: one inference performs ``cost.macs`` multiply-accumulates (one multiply and one
 add each); each activation byte is written once and read once (``activation_traffic = 2``)
 through on-chip SRAM; weights are fetched once per batch from DRAM and shared by the batch's
@@ -41,6 +49,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Literal
 
+from graphopt.precision import GRAPH_PRECISIONS
+
 from .base import EnergyReading
 
 if TYPE_CHECKING:
@@ -51,8 +61,10 @@ __all__ = [
     "HOROWITZ_45NM",
     "ModelEnergyEstimator",
     "PRECISIONS",
+    "RUNTIME_PRECISIONS",
     "DEFAULT_PROCESS_NM",
     "SOURCE",
+    "priced_macs",
 ]
 
 SOURCE = "model:compute-bound"
@@ -83,8 +95,11 @@ HOROWITZ_45NM = EnergyTable(
     dram_pj_per_word=640.0,
 )
 
-PRECISIONS = {"fp32": "fp32", "fp16": "fp16", "bf16": "fp16", "int8": "int8"}
-"""Accepted precisions and the table row that prices them."""
+PRECISIONS = {"fp32": "fp32", "fp16": "fp16", "bf16": "fp16", "fp64": "fp32", "int8": "int8"}
+"""Arithmetic precisions and the table row that prices them."""
+RUNTIME_PRECISIONS = frozenset({*PRECISIONS, *GRAPH_PRECISIONS})
+"""What :meth:`ModelEnergyEstimator.estimate` accepts as the precision the runtime ran."""
+_LOWERED = ("fp16", "bf16")
 
 
 class ModelEnergyEstimator:
@@ -126,13 +141,15 @@ class ModelEnergyEstimator:
         raise ValueError(f"unknown memory level {level!r}; expected 'sram' or 'dram'")
 
     def estimate(
-        self, cost: ModelCost, precision: str = "fp32", batch_size: int = 1
+        self, cost: ModelCost, precision: str | None = None, batch_size: int = 1
     ) -> EnergyReading:
-        """Joules per inference of ``cost`` at ``precision`` with weights shared by a batch."""
+        """Joules per inference of ``cost`` run at ``precision`` (module docstring) with
+        weights shared by a batch."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        macs = priced_macs(cost, precision)
         domains = {
-            "compute": cost.macs * self.mac_joules(precision),
+            "compute": sum(count * self.mac_joules(p) for p, count in macs.items()),
             "weights": cost.weight_bytes * self.byte_joules(self.weight_memory) / batch_size,
             "activations": (
                 cost.activation_bytes * self.activation_traffic
@@ -146,19 +163,44 @@ class ModelEnergyEstimator:
             domains=domains,
             window_seconds=None,
             inferences=batch_size,
-            note=self._note(precision),
+            note=self._note(macs, precision),
         )
 
-    def _note(self, precision: str) -> str:
-        priced = _row(precision)
-        as_ = f" priced as {priced}" if priced != precision else ""
+    def _note(self, macs: dict[str, int], precision: str | None) -> str:
+        priced = ", ".join(
+            f"{count:,} at {p}" + (f" priced as {_row(p)}" if _row(p) != p else "")
+            for p, count in sorted(macs.items(), key=lambda item: -item[1])
+        ) or "none"
+        how = ("every MAC run in int8" if precision == "int8"
+               else f"float nodes lowered to {precision}" if precision in _LOWERED
+               else "each node at its own precision")
         return (
             f"lower bound on compute and data movement, not measured: Horowitz ISSCC 2014"
-            f" 45 nm table, {precision}"
-            f"{as_}, logic and SRAM scaled x{self.logic_scale:.3f} to {self.process_nm:g} nm "
+            f" 45 nm table, MACs {priced} ({how})"
+            f", logic and SRAM scaled x{self.logic_scale:.3f} to {self.process_nm:g} nm "
             f"(linear in feature size), DRAM unscaled; weights from {self.weight_memory} once "
             f"per batch, activations x{self.activation_traffic:g} via {self.activation_memory}"
         )
+
+
+def priced_macs(cost: ModelCost, precision: str | None = None) -> dict[str, int]:
+    """MACs per inference by the arithmetic precision they run at when the runtime ran
+    ``precision`` (module docstring); ``ValueError`` for a precision not known."""
+    if precision is not None and precision not in RUNTIME_PRECISIONS:
+        raise ValueError(
+            f"unknown precision {precision!r}; expected one of {sorted(RUNTIME_PRECISIONS)}"
+        )
+    if precision == "int8":
+        return {"int8": cost.macs} if cost.macs else {}
+    by_node = cost.macs_by_arithmetic
+    rest = cost.macs - sum(by_node.values())
+    if rest > 0:
+        by_node["fp32"] = by_node.get("fp32", 0) + rest
+    if precision not in _LOWERED:
+        return {p: count for p, count in by_node.items() if count}
+    lowered = {"int8": by_node.get("int8", 0),
+               precision: sum(c for p, c in by_node.items() if p != "int8")}
+    return {p: count for p, count in lowered.items() if count}
 
 
 def _row(precision: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import types
@@ -19,7 +20,8 @@ from graphopt.backends.energy import (
     probe_meters,
     select_meter,
 )
-from graphopt.cost import ModelCost
+from graphopt.backends.energy.model import priced_macs
+from graphopt.cost import ModelCost, NodeCost
 
 RESOLUTION = 2.0**-14
 BIG_RANGE = 262_143_328_850
@@ -328,6 +330,62 @@ def test_bf16_is_priced_as_fp16():
 def test_model_estimate_rejects_unknown_precision():
     with pytest.raises(ValueError, match="unknown precision"):
         ModelEnergyEstimator().estimate(TINY, "fp8")
+
+
+def _node(precision: str, arithmetic: str, macs: int) -> NodeCost:
+    return NodeCost("n", "Conv", 0, macs, 0, 0, "", precision, arithmetic)
+
+
+# 600 MACs on int8 QDQ, 300 weight-only (float arithmetic), 100 float: a mixed graph.
+MIXED = ModelCost(nodes=3, params=100, macs=1000, weight_bytes=400, activation_bytes=100,
+                  per_node=(_node("int8", "int8", 600), _node("int8-weights", "fp32", 300),
+                            _node("fp32", "fp32", 100)), precision="mixed")
+INT8_MAC, FP32_MAC, FP16_MAC = 0.2 + 0.03, 3.7 + 0.9, 1.1 + 0.4  # pJ at 45 nm
+
+
+def test_each_node_is_priced_at_its_own_precision():
+    estimator = ModelEnergyEstimator(process_nm=45.0)
+    reading = estimator.estimate(MIXED)
+    assert reading.domains["compute"] == pytest.approx((600 * INT8_MAC + 400 * FP32_MAC) * 1e-12)
+    assert "MACs 600 at int8, 400 at fp32 (each node at its own precision)" in reading.note
+    for same in ("fp32", "mixed", "int8-weights"):
+        assert estimator.estimate(MIXED, same).domains == reading.domains
+    assert (estimator.estimate(MIXED, "int8").domains["compute"]
+            < reading.domains["compute"]
+            < estimator.estimate(TINY, "fp32").domains["compute"])
+
+
+def test_runtime_lowering_keeps_int8_nodes_and_int8_prices_all():
+    estimator = ModelEnergyEstimator(process_nm=45.0)
+    bf16 = estimator.estimate(MIXED, "bf16")
+    assert bf16.domains["compute"] == pytest.approx((600 * INT8_MAC + 400 * FP16_MAC) * 1e-12)
+    assert "400 at bf16 priced as fp16" in bf16.note and "lowered to bf16" in bf16.note
+    int8 = estimator.estimate(MIXED, "int8")
+    assert int8.domains["compute"] == pytest.approx(1000 * INT8_MAC * 1e-12)
+    assert "1,000 at int8 (every MAC run in int8)" in int8.note
+
+
+def test_macs_no_node_accounts_for_count_as_fp32():
+    partial = dataclasses.replace(MIXED, macs=1500)
+    assert priced_macs(partial) == {"int8": 600, "fp32": 900}
+    assert priced_macs(partial, "fp16") == {"int8": 600, "fp16": 900}
+
+
+def test_benchmark_bound_lowers_only_when_the_runtime_ran_another_precision():
+    from graphopt.backends.benchmark import energy_per_inference as energy
+
+    fp16_graph = ModelCost(nodes=2, params=0, macs=1000, weight_bytes=0, activation_bytes=0,
+                           per_node=(_node("fp16", "fp16", 900), _node("fp32", "fp32", 100)),
+                           precision="fp16")
+
+    def bound(cost, precision):
+        return energy("model", "cpu", cost, precision, 1, (None, []), None, 1, None)[1]
+
+    assert "900 at fp16, 100 at fp32" in bound(fp16_graph, "fp16").note  # the graph's own
+    assert "1,000 at bf16" in bound(fp16_graph, "bf16").note  # OpenVINO's bf16 hint
+    assert "600 at int8, 400 at fp32" in bound(MIXED, "mixed").note
+    assert "600 at int8, 400 at fp32" in bound(MIXED, "unknown").note
+    assert priced_macs(fp16_graph) == {"fp16": 900, "fp32": 100}
 
 
 def test_select_prefers_a_usable_rapl(tree):

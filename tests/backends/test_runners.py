@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 
 from graphopt import oracle, zoo
@@ -16,7 +17,11 @@ from graphopt.backends.base import (
     graph_precision,
 )
 from graphopt.backends.ort import OrtRunner
+from graphopt.calibration import RandomData
 from graphopt.model_io import resolve_model
+from graphopt.pass_context import PassContext
+from graphopt.passes.quantize.quantize_pass import QuantizePass
+from graphopt.passes.quantize.weights_only import QuantizeWeightsPass
 from graphopt.verify import compare_outputs, random_inputs
 
 
@@ -123,6 +128,43 @@ def test_precision_names_and_graph_precision(tiny):
     with pytest.raises(ValueError, match="unknown precision"):
         canonical_precision("fp8")
     assert graph_precision(tiny[0]) == "fp32"
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, tiny):
+    """zoo:tiny_cnn quantized by graphopt: {graph precision: file}."""
+    folder = tmp_path_factory.mktemp("quantized")
+    mixed = resolve_model("zoo:tiny_cnn")
+    graph_pass = QuantizePass(keep=("Gemm",), mixed=False, latency_aware=False)
+    graph_pass.with_context(PassContext(calibration=RandomData(mixed, batches=4, seed=1)))
+    graph_pass(mixed)
+    weights = resolve_model("zoo:tiny_cnn")
+    QuantizeWeightsPass(min_elements=1)(weights)
+    files = {}
+    for name, model in (("mixed", mixed), ("int8-weights", weights)):
+        files[name] = folder / f"{name}.onnx"
+        ir.save(model, files[name])
+    return files
+
+
+def test_ort_reports_a_quantized_graphs_own_name(tiny, quantized):
+    _, feed, reference = tiny
+    for name, path in quantized.items():
+        assert graph_precision(path) == name
+        with OrtRunner(path, threads=1) as runner:
+            assert runner.precision == name
+            assert compare_outputs(reference, runner.infer(feed)).cosine > 0.98
+
+
+def test_openvino_reports_a_quantized_graphs_own_name_whatever_the_hint(tiny, quantized):
+    ov = _openvino()
+    _, feed, reference = tiny
+    for name, path in quantized.items():
+        for precision in (None, "fp32"):
+            with ov.OpenVinoRunner(path, precision=precision) as runner:
+                assert runner.precision == name
+                assert runner.settings["inference_precision_hint"] in ("fp32", "bf16", "fp16")
+                assert compare_outputs(reference, runner.infer(feed)).cosine > 0.98
 
 
 def test_openvino_reads_back_the_precision_it_ran(tiny):

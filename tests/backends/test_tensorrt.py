@@ -109,6 +109,45 @@ def test_weakly_typed_builder_keeps_low_precision_graphs_with_flags():
     assert mode == PrecisionMode("fp32", False, ())
 
 
+QUANTIZED = ("mixed", "int8-weights", "int4-weights")
+
+
+@pytest.mark.parametrize("graph", QUANTIZED)
+def test_quantized_graphs_run_strongly_typed_as_they_are(graph):
+    for flags in (TRT10_FLAGS, TRT11_FLAGS):
+        for requested in (None, graph):
+            mode = select_precision_mode(requested, graph=graph, has_strong_typing=True,
+                                         available_flags=flags)
+            assert mode == PrecisionMode(graph, True, ())
+
+
+@pytest.mark.parametrize("graph", ["int8", *QUANTIZED])
+@pytest.mark.parametrize("requested", ["fp32", "fp16", "bf16", "int8"])
+def test_quantized_graphs_are_never_lowered_or_raised(graph, requested):
+    if requested == graph:
+        return
+    with pytest.raises(ValueError, match=f"holds {graph}, TensorRT cannot run it as"
+                                         f" {requested}$"):
+        select_precision_mode(requested, graph=graph, has_strong_typing=True,
+                              available_flags=TRT10_FLAGS)
+
+
+def test_weakly_typed_builder_keeps_quantized_graphs_with_their_flag():
+    for graph, flag in (("mixed", "INT8"), ("int8-weights", "INT8"), ("int4-weights", "INT4")):
+        mode = select_precision_mode(None, graph=graph, has_strong_typing=False,
+                                     available_flags=TRT10_FLAGS | {"INT4"})
+        assert mode == PrecisionMode(graph, False, (flag,))
+    with pytest.raises(ValueError, match="neither type strongly nor set INT4"):
+        select_precision_mode(None, graph="int4-weights", has_strong_typing=False,
+                              available_flags=TRT10_FLAGS)
+
+
+def test_int8_on_a_half_graph_still_asks_for_qdq():
+    with pytest.raises(ValueError, match="holds fp16.*Q/DQ"):
+        select_precision_mode("int8", graph="fp16", has_strong_typing=True,
+                              available_flags=TRT10_FLAGS)
+
+
 def test_cannot_raise_precision_above_the_graph():
     with pytest.raises(ValueError, match="holds fp16, TensorRT cannot run it as fp32"):
         select_precision_mode("fp32", graph="fp16", has_strong_typing=True,
