@@ -191,12 +191,13 @@ def test_options_from_a_spec_and_needs():
         LowRankPass(energy=1.5)
 
 
-def test_large_gram_path_is_exact_at_full_rank(monkeypatch):
-    monkeypatch.setattr(factorize, "LARGE_GRAM", 8)
-    matrix = np.random.default_rng(8).normal(size=(30, 50))
-    u, s, vt = factorize.svd(matrix)
-    np.testing.assert_allclose((u * s) @ vt, matrix, atol=1e-6)
-    np.testing.assert_allclose(s, np.linalg.svd(matrix, compute_uv=False), rtol=1e-5)
+def test_gram_svd_is_exact_at_full_rank():
+    for shape in ((30, 50), (50, 30)):
+        matrix = np.random.default_rng(8).normal(size=shape)
+        u, s, vt = factorize.svd(matrix)
+        np.testing.assert_allclose((u * s) @ vt, matrix, atol=1e-9)
+        np.testing.assert_allclose(s, np.linalg.svd(matrix, compute_uv=False), rtol=1e-9)
+        np.testing.assert_allclose(u.T @ u, np.eye(30), atol=1e-9)
 
 
 def test_digits_pipeline_under_a_budget():
