@@ -309,18 +309,47 @@ def measure_latency(fp32: Path, candidates: dict[str, Path], name: str, feed: np
                            "stop": bench.result.stop_detail}
         return rows
 
-    labels = list(candidates)
+    labels, rows = [], {}
+    for label in candidates:  # a runtime crash (OpenVINO segfaults on some) must not end the run
+        error = _crashes(candidates[label], name, feed, backend)
+        if error is None:
+            labels.append(label)
+        else:
+            rows[label] = {"error": error}
+            _log(f"{backend}: {label}: {error}")
+    if not labels:
+        return rows
     try:
-        return run(labels)
+        return {**rows, **run(labels)}
     except Exception as exc:  # one model the backend cannot run: pair the others alone
         _log(f"{backend}: all together failed ({str(exc).splitlines()[0][:120]}); one by one")
-    rows = {}
     for label in labels:
         try:
             rows.update(run([label]))
         except Exception as exc:
             rows[label] = {"error": str(exc).splitlines()[0][:160]}
     return rows
+
+
+def _crashes(path: Path, name: str, feed: np.ndarray, backend: str) -> str | None:
+    """Why ``path`` kills a process on ``backend`` (a signal, in a child that loads it and runs
+    it twice), or ``None``; a Python error is left for the measurement to report."""
+    with tempfile.TemporaryDirectory() as scratch:
+        np.save(Path(scratch) / "x.npy", feed)
+        code = ("import sys, numpy as np\n"
+                "from graphopt.backends.registry import start_runner\n"
+                "runner = start_runner(sys.argv[1], sys.argv[2], label='model')\n"
+                "feed = {sys.argv[3]: np.load(sys.argv[4])}\n"
+                "runner.infer(feed); runner.infer(feed)\n")
+        try:
+            done = subprocess.run([sys.executable, "-c", code, backend, str(path), name,
+                                   str(Path(scratch) / "x.npy")], capture_output=True,
+                                  timeout=600)
+        except subprocess.TimeoutExpired:
+            return f"{backend} hangs on it (no result in 600 s)"
+    if done.returncode < 0:
+        return f"{backend} crashes on it (signal {-done.returncode})"
+    return None
 
 
 # -- one model ---------------------------------------------------------------------------------
@@ -609,6 +638,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows = bench_model(name, quantizers, folder, args)
                 print_rows(rows, args.latency)
                 results["rows"].extend(rows)
+                if args.json is not None:  # after each model: a crash keeps what was measured
+                    args.json.write_text(json.dumps(results, indent=2, default=str))
             print("\nSQNR against fp32 in onnxruntime on held-out data, each output centred per"
                   " sample (worst output); latency ratio < 1 = faster than fp32.\n")
         if args.memory:
