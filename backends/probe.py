@@ -26,8 +26,8 @@ import onnx_ir as ir
 from graphopt.backends.comparison import DEFAULT_SESSIONS, Contender, PairedBenchmark, compare
 from graphopt.backends.paired import DEFAULT_CI_TARGET, PairedConfig
 from graphopt.backends.registry import DEFAULT_BACKEND, check_available, parse_backend
-from graphopt.errors import BackendUnavailableError
-from graphopt.latency import LatencyComparison, LatencyEstimate
+from graphopt.errors import BackendUnavailableError, GraphoptError
+from graphopt.latency import CandidateUnsupported, LatencyComparison, LatencyEstimate
 from graphopt.model_io import save_model
 from graphopt.verify import random_inputs
 
@@ -101,8 +101,13 @@ class RunnerLatencyProbe:
                 path = save_model(model, Path(folder) / f"{label}.onnx")
                 feed = random_inputs(model, seed=self.seed)
                 entries.append(Contender(label, path, feed, self.spec))
-            return compare(entries, self.config, sessions=self.sessions, threads=self.threads,
-                           pin=self.pin)
+            try:
+                return compare(entries, self.config, sessions=self.sessions,
+                               threads=self.threads, pin=self.pin)
+            except GraphoptError as exc:
+                if len(models) > 1 and f"cannot run {entries[1].label}" in str(exc):
+                    raise CandidateUnsupported(str(exc)) from exc
+                raise
 
     def _estimate(self, run: PairedBenchmark, index: int) -> LatencyEstimate:
         stats = run.result.arms[index].stats

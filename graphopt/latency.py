@@ -9,7 +9,9 @@ never imports backends/.
 ``compare(baseline, candidate)`` measures both models paired (alternating blocks, so machine
 drift hits both sides) and returns the speedup ``baseline time / candidate time`` with a
 confidence interval and a verdict. Decisions act only on a detectable difference:
-``verdict == "faster"`` means the CI of the speedup lies above 1.
+``verdict == "faster"`` means the CI of the speedup lies above 1. A target that cannot run the
+candidate at all raises :class:`CandidateUnsupported`, so a pass can fall back to a variant it
+does run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from typing import Literal, Protocol, runtime_checkable
 
 import onnx_ir as ir
 
+from graphopt.errors import GraphoptError
+
 __all__ = [
+    "CandidateUnsupported",
     "Verdict",
     "FASTER",
     "SLOWER",
@@ -34,6 +39,11 @@ Verdict = Literal["faster", "slower", "no detectable difference"]
 FASTER: Verdict = "faster"
 SLOWER: Verdict = "slower"
 NO_DIFFERENCE: Verdict = "no detectable difference"
+
+
+class CandidateUnsupported(GraphoptError):
+    """The target runs the baseline but cannot load or run the candidate (the message says
+    why, in the runtime's words)."""
 
 
 def verdict_of(ci_low: float, ci_high: float) -> Verdict:

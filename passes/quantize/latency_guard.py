@@ -10,7 +10,8 @@ against the float model, paired (:meth:`graphopt.latency.LatencyProbe.compare`),
 3. if that is not faster either: every layer float, i.e. the input model unchanged.
 
 Only a detectable difference counts as faster (the CI of the speedup above 1), so the result
-is the first step that is faster, or float when none is.
+is the first step that is faster, or float when none is. A step the target cannot run at all
+(OpenVINO 2026.4 fails to compile some int8 grouped convolutions) counts as not faster.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import onnx_ir as ir
 
-from graphopt.latency import FASTER, LatencyProbe
+from graphopt.latency import FASTER, CandidateUnsupported, LatencyProbe
 
 __all__ = ["LatencyChoice", "choose_by_latency", "grouped_layers"]
 
@@ -49,7 +50,12 @@ def choose_by_latency(probe: LatencyProbe, original: ir.Model,
         steps.append((f"with {len(grouped)} grouped convolutions float",
                       set(float_layers) | grouped))
     for label, kept in steps:
-        comparison = probe.compare(original, quantized_except(kept))
+        try:
+            comparison = probe.compare(original, quantized_except(kept))
+        except CandidateUnsupported as exc:
+            explanations.append(f"latency on {probe.target}: int8 {label}: does not run there"
+                                f" ({exc})")
+            continue
         explanations.append(
             f"latency on {probe.target}: int8 {label}: {comparison.speedup:.3f}x"
             f" [{comparison.ci_low:.3f}-{comparison.ci_high:.3f}] {comparison.verdict}"

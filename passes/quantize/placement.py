@@ -8,7 +8,12 @@ each one:
 - a ReLU that is the output's only reader is absorbed when activations are asymmetric: the
   quantized tensor is the ReLU's output, whose range starts at 0, so the zero point is the
   type's minimum and the Q clamp computes the ReLU exactly (the node is removed);
-- graph outputs stay float (the last layer's output is not requantized).
+- graph outputs stay float (the last layer's output is not requantized);
+- grouped convolutions that are not depthwise (``1 < group < channels``, as in shufflenet)
+  stay float unless ``grouped``: OpenVINO 2026.4 fails to compile some of them in int8
+  ("No reorder available", zoo shufflenet's 272-channel group-4 1x1 convs) or computes them
+  wrongly, and onnxruntime's int8 kernels for them are slower than float. Depthwise
+  convolutions are quantized.
 
 Tensors joined by an operator that moves or selects values without arithmetic (MaxPool,
 Reshape, Flatten, Transpose, Squeeze, Unsqueeze) share one set of parameters, the union of
@@ -24,7 +29,7 @@ import dataclasses
 import onnx_ir as ir
 
 __all__ = ["SHARING_OPS", "DEFAULT_OP_TYPES", "QuantLayer", "Placement", "plan_placement",
-           "weight_axis", "weighted_layers"]
+           "grouped_not_depthwise", "weight_axis", "weighted_layers"]
 
 DEFAULT_OP_TYPES = ("Conv", "Gemm", "MatMul")
 SHARING_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"})
@@ -84,11 +89,23 @@ def _absorbable_relu(output: ir.Value, asymmetric: bool) -> ir.Node | None:
     return None
 
 
+def grouped_not_depthwise(node: ir.Node) -> int | None:
+    """The ``group`` of a Conv with ``1 < group < channels``, else ``None``."""
+    if node.op_type != "Conv":
+        return None
+    group = node.attributes.get_int("group", 1)
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    per_group = (weight.shape[1] if weight is not None and weight.shape is not None
+                 and len(weight.shape) > 1 else None)
+    return group if group > 1 and per_group != 1 else None
+
+
 def weighted_layers(model: ir.Model, *, op_types=DEFAULT_OP_TYPES,
-                    keep: frozenset[str] = frozenset()) -> tuple[list[tuple[ir.Node, int]],
-                                                                 list[str]]:
+                    keep: frozenset[str] = frozenset(),
+                    grouped: bool = True) -> tuple[list[tuple[ir.Node, int]], list[str]]:
     """``(node, weight axis)`` of every layer of ``op_types`` with a constant weight, and why
-    the others were declined; ``keep`` names nodes or op types that stay float."""
+    the others were declined; ``keep`` names nodes or op types that stay float, and grouped
+    convolutions that are not depthwise stay float unless ``grouped``."""
     layers, declined = [], []
     for node in model.graph:
         if node.op_type not in op_types or node.domain not in ("", "ai.onnx"):
@@ -96,6 +113,12 @@ def weighted_layers(model: ir.Model, *, op_types=DEFAULT_OP_TYPES,
         label = node.name or node.op_type
         if label in keep or node.op_type in keep:
             declined.append(f"{label}: kept float (keep=...)")
+            continue
+        group = None if grouped else grouped_not_depthwise(node)
+        if group is not None:
+            declined.append(f"{label}: stays float, a grouped convolution (group={group}, not"
+                            " depthwise) whose int8 kernels runtimes lack or get wrong"
+                            " (grouped=true quantizes it)")
             continue
         axis = weight_axis(node)
         if isinstance(axis, str):
@@ -107,10 +130,11 @@ def weighted_layers(model: ir.Model, *, op_types=DEFAULT_OP_TYPES,
 
 def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bool = True,
                    keep: frozenset[str] = frozenset(), share_concat: bool = False,
-                   outputs: bool = True) -> Placement:
+                   outputs: bool = True, grouped: bool = False) -> Placement:
     """The layers and tensors to quantize (see the module docstring); ``keep`` names nodes or
     op types that stay float."""
-    candidates, declined = weighted_layers(model, op_types=op_types, keep=keep)
+    candidates, declined = weighted_layers(model, op_types=op_types, keep=keep,
+                                           grouped=grouped)
     layers = []
     for node, axis in candidates:
         relu = _absorbable_relu(node.outputs[0], asymmetric)

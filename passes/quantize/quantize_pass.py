@@ -61,6 +61,7 @@ class QuantizePass(GraphPass):
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
     keep: tuple[str, ...] = ()
     share_concat: bool = False
+    grouped: bool = False
     bias_correction: bool = True
     mixed: bool = True
     latency_aware: bool = True
@@ -94,6 +95,7 @@ class QuantizePass(GraphPass):
     def _place(self, model: ir.Model) -> Placement:
         return plan_placement(model, op_types=self.op_types, asymmetric=not self.symmetric,
                               keep=frozenset(self.keep), share_concat=self.share_concat,
+                              grouped=self.grouped,
                               outputs=self.outputs)
 
     def _calibrate(self, model: ir.Model, placement: Placement) -> Calibration:

@@ -311,6 +311,31 @@ def test_grouped_convolutions_stay_float_when_that_is_what_pays():
                for e in graph_pass.explanations)
 
 
+class _PickyProbe(_FakeProbe):
+    """A target that cannot run int8 grouped convolutions at all."""
+
+    def compare(self, baseline, candidate):
+        from graphopt.latency import CandidateUnsupported
+
+        if _grouped_conv_quantized(candidate):
+            self.calls += 1
+            raise CandidateUnsupported("fake-cpu cannot run candidate: no int8 grouped conv")
+        return super().compare(baseline, candidate)
+
+
+def test_a_variant_the_target_cannot_run_is_passed_over_with_the_reason():
+    model = resolve_model("zoo:mbv2_block")
+    probe = _PickyProbe(lambda candidate: True)
+    graph_pass = QuantizePass()
+    graph_pass.with_context(PassContext(calibration=RandomData(model, batches=4, seed=1),
+                                        latency=probe))
+    graph_pass(model)
+    assert probe.calls == 2 and not _grouped_conv_quantized(model)
+    assert graph_pass.stats["layers_quantized"] >= 1
+    assert any("as quantized: does not run there (fake-cpu cannot run candidate" in e
+               for e in graph_pass.explanations)
+
+
 def test_only_layers_read_the_quantized_copy_with_readers_layers():
     model = _net()
     graph_pass = _quantize(model, readers="layers")
@@ -318,3 +343,41 @@ def test_only_layers_read_the_quantized_copy_with_readers_layers():
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     pool = next(n for n in model.graph if n.op_type == "MaxPool")
     assert pool.inputs[0].producer().op_type == "Relu"  # not a layer: reads the float tensor
+
+
+_GROUPED = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 4, 8, 8] x) => (float[1, 4, 8, 8] y) {
+        a = Conv <group = 2> (x, wg)
+        r = Relu (a)
+        d = Conv <group = 4, pads = [1, 1, 1, 1]> (r, wd)
+        y = Conv (d, w1)
+    }
+"""
+
+
+def _grouped_net() -> ir.Model:
+    rng = np.random.default_rng(3)
+    proto = onnx.parser.parse_model(_GROUPED)
+    for name, shape in (("wg", (4, 2, 1, 1)), ("wd", (4, 1, 3, 3)), ("w1", (4, 4, 1, 1))):
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(
+            rng.normal(0, 0.5, shape).astype(np.float32), name))
+    model = ir.from_proto(proto)
+    common_passes.ShapeInferencePass()(model)
+    return model
+
+
+def _quantized_convs(model: ir.Model) -> list[int]:
+    return [node.attributes.get_int("group", 1) for node in model.graph
+            if node.op_type == "Conv" and node.inputs[1].producer() is not None
+            and node.inputs[1].producer().op_type == "DequantizeLinear"]
+
+
+def test_grouped_convolutions_that_are_not_depthwise_stay_float_by_default():
+    model = _grouped_net()
+    graph_pass = _quantize(model)
+    assert sorted(_quantized_convs(model)) == [1, 4]  # the depthwise one is quantized
+    assert any("group=2, not depthwise" in e for e in graph_pass.explanations)
+    model = _grouped_net()
+    _quantize(model, grouped=True)
+    assert sorted(_quantized_convs(model)) == [1, 2, 4]
