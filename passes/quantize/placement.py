@@ -18,8 +18,9 @@ each one:
 Tensors joined by an operator that moves or selects values without arithmetic (MaxPool,
 Reshape, Flatten, Transpose, Squeeze, Unsqueeze) share one set of parameters, the union of
 their ranges, so a runtime can run the operator on integers with nothing requantized. Concat
-joins its inputs only with ``share_concat``: one range for all branches coarsens the narrow
-ones, while runtimes requantize a Concat's inputs cheaply.
+joins its inputs too with ``share_concat`` (the pass's default): on zoo squeezenet it took
+onnxruntime from 0.80x to 0.73x of fp32 time, level with onnxruntime's own quantizer, and the
+SQNR rose (38.8 -> 39.9 dB on photo crops; inception_v2 10.0 -> 10.7 dB, same latency).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class QuantizePass(GraphPass):
     symmetric: bool = False
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
     keep: tuple[str, ...] = ()
-    share_concat: bool = False
+    share_concat: bool = True
     grouped: bool = False
     bias_correction: bool = True
     mixed: bool = True
