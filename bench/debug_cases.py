@@ -37,6 +37,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -228,12 +229,13 @@ def case_lossless(results: dict) -> None:
     results["lossless"] = _print_report(report)
 
 
-def _calibration_reader(name: str, crops: list[np.ndarray]):
+def calibration_reader(name: str, samples: Iterable[np.ndarray]):
+    """An onnxruntime ``CalibrationDataReader`` feeding ``samples`` as input ``name``."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._items = iter(crops)
+            self._items = iter(samples)
 
         def get_next(self):
             item = next(self._items, None)
@@ -282,7 +284,7 @@ def case_inception(results: dict, folder: Path, data: str = "photos") -> None:
     float_path, int8_path = folder / "inception_v2-13.onnx", folder / "inception_v2-int8.onnx"
     ir.save(model, float_path)
     quantize_static(str(float_path), str(int8_path),
-                    _calibration_reader("data_0", inception_data(data, INCEPTION_CALIBRATION, 1)),
+                    calibration_reader("data_0", inception_data(data, INCEPTION_CALIBRATION, 1)),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     feeds = [{"data_0": x} for x in inception_data(data, INCEPTION_TEST, 7)]

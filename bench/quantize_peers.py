@@ -71,7 +71,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from debug_cases import photo_crops  # noqa: E402  (bench/ is not a package)
+from debug_cases import calibration_reader, photo_crops  # noqa: E402  (bench/ is not a package)
 
 from graphopt import zoo  # noqa: E402
 from graphopt.calibration import ArrayData, SampleData  # noqa: E402
@@ -168,23 +168,6 @@ def quantize_graphopt(spec: str, samples, out: Path, *, latency=None) -> dict:
     return {"stats": stats, "warnings": list(report.warnings)}
 
 
-class _Reader:
-    """An onnxruntime CalibrationDataReader over an iterable of single-sample arrays."""
-
-    def __init__(self, name: str, samples) -> None:
-        from onnxruntime.quantization import CalibrationDataReader
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._items = iter(samples)
-
-            def get_next(self):
-                item = next(self._items, None)
-                return None if item is None else {name: item}
-
-        self.reader = Reader()
-
-
 def _singles(array: np.ndarray):
     return (array[i:i + 1] for i in range(len(array)))
 
@@ -195,7 +178,7 @@ def quantize_ort(float_path: Path, name: str, samples, out: Path,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     items = _singles(samples) if isinstance(samples, np.ndarray) else samples
-    quantize_static(str(float_path), str(out), _Reader(name, items).reader,
+    quantize_static(str(float_path), str(out), calibration_reader(name, items),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, method))

@@ -285,6 +285,16 @@ def _grouped_conv_quantized(model) -> bool:
     return False
 
 
+def _quantize_for(probe) -> tuple[ir.Model, QuantizePass]:
+    """zoo mbv2_block quantized with ``probe`` as the latency target."""
+    model = resolve_model("zoo:mbv2_block")
+    graph_pass = QuantizePass()
+    graph_pass.with_context(PassContext(calibration=RandomData(model, batches=4, seed=1),
+                                        latency=probe))
+    graph_pass(model)
+    return model, graph_pass
+
+
 def test_never_slower_than_float_on_the_target():
     model = resolve_model("zoo:mbv2_block")
     probe = _FakeProbe(lambda candidate: False)  # int8 is never faster here
@@ -298,12 +308,8 @@ def test_never_slower_than_float_on_the_target():
 
 
 def test_grouped_convolutions_stay_float_when_that_is_what_pays():
-    model = resolve_model("zoo:mbv2_block")
     probe = _FakeProbe(lambda candidate: not _grouped_conv_quantized(candidate))
-    graph_pass = QuantizePass()
-    graph_pass.with_context(PassContext(calibration=RandomData(model, batches=4, seed=1),
-                                        latency=probe))
-    graph_pass(model)
+    model, graph_pass = _quantize_for(probe)
     assert probe.calls == 2 and not _grouped_conv_quantized(model)
     assert graph_pass.stats["layers_kept_float_for_latency"] >= 1
     assert graph_pass.stats["layers_quantized"] >= 1
@@ -324,12 +330,8 @@ class _PickyProbe(_FakeProbe):
 
 
 def test_a_variant_the_target_cannot_run_is_passed_over_with_the_reason():
-    model = resolve_model("zoo:mbv2_block")
     probe = _PickyProbe(lambda candidate: True)
-    graph_pass = QuantizePass()
-    graph_pass.with_context(PassContext(calibration=RandomData(model, batches=4, seed=1),
-                                        latency=probe))
-    graph_pass(model)
+    model, graph_pass = _quantize_for(probe)
     assert probe.calls == 2 and not _grouped_conv_quantized(model)
     assert graph_pass.stats["layers_quantized"] >= 1
     assert any("as quantized: does not run there (fake-cpu cannot run candidate" in e
