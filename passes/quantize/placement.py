@@ -21,6 +21,10 @@ their ranges, so a runtime can run the operator on integers with nothing requant
 joins its inputs too with ``share_concat`` (the pass's default): on zoo squeezenet it took
 onnxruntime from 0.80x to 0.73x of fp32 time, level with onnxruntime's own quantizer, and the
 SQNR rose (38.8 -> 39.9 dB on photo crops; inception_v2 10.0 -> 10.7 dB, same latency).
+Between two such operators (squeezenet's fire modules: Concat -> MaxPool) the tensor is
+quantized too, in the same group: onnxruntime then runs both on integers where it used to
+dequantize around them (squeezenet int8 on onnxruntime 0.963x -> 1.062x the speed of
+onnxruntime's own quantizer's, measured paired).
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bo
         wanted[id(layer.data)] = layer.data
         if outputs and not layer.output.is_graph_output():
             wanted[id(layer.output)] = layer.output
+    _extend_through_moves(model, wanted, share_concat)
     groups = _sharing_groups(model, wanted, share_concat)
     order = {id(v): i for i, v in enumerate(_graph_values(model))}
     tensors = sorted(wanted.values(), key=lambda v: order.get(id(v), -1))
@@ -157,6 +162,34 @@ def _graph_values(model: ir.Model) -> list[ir.Value]:
     for node in model.graph:
         values.extend(node.outputs)
     return values
+
+
+def _moves_values(node: ir.Node, share_concat: bool) -> bool:
+    return node.domain in ("", "ai.onnx") and (
+        node.op_type in SHARING_OPS or (share_concat and node.op_type == "Concat"))
+
+
+def _extend_through_moves(model: ir.Model, wanted: dict[int, ir.Value],
+                          share_concat: bool) -> None:
+    """Quantize the tensor between two value-moving operators when the first one's inputs
+    and the second one's output are quantized (fire modules' Concat -> MaxPool): runtimes
+    then run both on integers (``DQ -> Concat -> Q``, ``DQ -> MaxPool -> Q``) instead of
+    dequantizing around them; the tensor shares the others' parameters, so nothing rounds."""
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(list(model.graph)):
+            if not _moves_values(node, share_concat) or id(node.outputs[0]) not in wanted:
+                continue
+            value = node.inputs[0] if node.op_type != "Concat" else None
+            producer = value.producer() if value is not None else None
+            if (value is None or id(value) in wanted or value.is_graph_output()
+                    or producer is None or not _moves_values(producer, share_concat)):
+                continue
+            inputs = producer.inputs if producer.op_type == "Concat" else producer.inputs[:1]
+            if all(v is not None and id(v) in wanted for v in inputs):
+                wanted[id(value)] = value
+                changed = True
 
 
 def _sharing_groups(model: ir.Model, wanted: dict[int, ir.Value],

@@ -383,3 +383,42 @@ def test_grouped_convolutions_that_are_not_depthwise_stay_float_by_default():
     model = _grouped_net()
     _quantize(model, grouped=True)
     assert sorted(_quantized_convs(model)) == [1, 2, 4]
+
+
+_FIRE = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 3, 8, 8] x) => (float[1, 4, 4, 4] y) {
+        a = Conv (x, wa)
+        ra = Relu (a)
+        b = Conv <pads = [1, 1, 1, 1]> (x, wb)
+        rb = Relu (b)
+        c = Concat <axis = 1> (ra, rb)
+        p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (c)
+        y = Conv (p, wy)
+    }
+"""
+
+
+def test_a_concat_feeding_a_maxpool_is_quantized_so_both_run_on_integers():
+    rng = np.random.default_rng(4)
+    proto = onnx.parser.parse_model(_FIRE)
+    for name, shape in (("wa", (4, 3, 1, 1)), ("wb", (4, 3, 3, 3)), ("wy", (4, 8, 1, 1))):
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(
+            rng.normal(0, 0.5, shape).astype(np.float32), name))
+    model = ir.from_proto(proto)
+    common_passes.ShapeInferencePass()(model)
+    original = ir.from_proto(proto)
+    _quantize(model)
+    nodes = {node.op_type: node for node in model.graph}
+    # DQ -> Concat -> Q and DQ -> MaxPool -> Q, one scale for all of them
+    for op in ("Concat", "MaxPool"):
+        node = nodes[op]
+        assert all(v.producer().op_type == "DequantizeLinear" for v in node.inputs), op
+        assert [u.op_type for u, _ in node.outputs[0].uses()] == ["QuantizeLinear"], op
+    scales = {float(q.inputs[1].const_value.numpy()) for q in model.graph
+              if q.op_type == "QuantizeLinear" and q.inputs[0].name in ("ra", "rb", "c", "p")}
+    assert len(scales) == 1
+    feed = next(iter(RandomData(model, batches=1, seed=9)))
+    fidelity = compare_outputs(oracle.run_model(oracle.make_session(original), feed),
+                               oracle.run_model(oracle.make_session(model), feed))
+    assert fidelity.sqnr_db > 25
