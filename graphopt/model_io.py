@@ -15,6 +15,7 @@ leaves the complete old output or the complete new one, and a later save removes
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -32,6 +33,7 @@ from graphopt.graph_checks import structural_problems
 from graphopt.proto_checks import check_proto
 
 __all__ = [
+    "clone_model",
     "ZOO_PREFIX",
     "EXTERNAL_DATA_THRESHOLD_BYTES",
     "zoo_name",
@@ -167,6 +169,22 @@ def iter_tensors(model: ir.Model) -> Iterator[ir.TensorProtocol]:
                 yield attr.value
             elif attr.type == ir.AttributeType.TENSORS and attr.value is not None:
                 yield from attr.value
+
+
+def clone_model(model: ir.Model) -> ir.Model:
+    """A copy of ``model`` that passes can rewrite without changing ``model``: new graphs,
+    nodes and values, each value with its own type (onnx-ir's ``clone`` shares types, and
+    ``Value.dtype = ...`` changes a type in place); the weights are shared (passes replace
+    tensors, they never write into them)."""
+    cloned = model.clone()
+    graphs = [*cloned.graphs(), *cloned.functions.values()]
+    for graph in graphs:
+        values = [*graph.inputs, *getattr(graph, "initializers", {}).values()]
+        values += [v for node in graph for v in node.outputs]
+        for value in values:
+            if value.type is not None:
+                value.type = copy.deepcopy(value.type)
+    return cloned
 
 
 def check_external_data(model: ir.Model, base_dir: Path) -> None:

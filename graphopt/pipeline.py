@@ -25,12 +25,13 @@ Data-aware passes get a :class:`~graphopt.pass_context.PassContext` before ``cal
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -47,12 +48,14 @@ from graphopt.errors import (
     VerificationError,
 )
 from graphopt.feeds import static_batch_size
+from graphopt.model_io import clone_model
 from graphopt.pass_api import GraphPass, get_preset
 from graphopt.pass_context import RANDOM_CALIBRATION_BATCHES, PassContext
 from graphopt.spec import build_passes
 from graphopt.verify import Fidelity, PassFidelity, Verifier
 
-__all__ = ["PassRecord", "PipelineReport", "Pipeline", "DEFAULT_PRESET", "OnBudget"]
+__all__ = ["PassRecord", "PipelineReport", "PipelineCheckpoint", "Pipeline", "DEFAULT_PRESET",
+           "OnBudget", "pass_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +156,33 @@ class PipelineReport:
         }
 
 
+PassKey = tuple[str, str]
+"""A pass as run: its name and its options (see :func:`pass_key`)."""
+
+
+def pass_key(graph_pass: GraphPass) -> PassKey:
+    """What makes two passes the same step: name and options."""
+    options = graph_pass.options()
+    return graph_pass.name, repr(sorted((k, _jsonable(v)) for k, v in options.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineCheckpoint:
+    """A run after its first passes, for pipelines that start with the same passes to go on
+    from (``Pipeline.run(resume=...)``): the model then (a clone, never changed later), the
+    verifier and its last outputs, and what the report held."""
+
+    passes: tuple[PassKey, ...]
+    inputs: object
+    model: ir.Model
+    verifier: Verifier | None
+    previous: Mapping[str, np.ndarray] | None
+    records: tuple[PassRecord, ...]
+    warnings: tuple[str, ...]
+    cost: ModelCost
+    accuracy_before: float | None = None
+
+
 ProgressFn = Callable[[float, int, str], None]
 """``(passes done, passes in all, what is running)``; fractional while a pass reports steps."""
 VerificationData = Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]]
@@ -193,6 +223,9 @@ class Pipeline:
         tolerance: float | None = None,
         progress: ProgressFn | None = None,
         source: str | os.PathLike | None = None,
+        resume: PipelineCheckpoint | None = None,
+        checkpoint: Callable[[PipelineCheckpoint], None] | None = None,
+        checkpoint_after: Container[int] = (),
     ) -> PipelineReport:
         """Apply the passes to ``model`` in place and report on each.
 
@@ -201,6 +234,11 @@ class Pipeline:
         passes (see the module docstring); ``tolerance`` overrides the fp32 lossless limit.
         ``source`` is the file ``model`` was loaded from: the reference outputs are then
         onnxruntime's on that file.
+
+        ``resume`` goes on from a checkpoint of a run whose first passes and verification
+        data are this run's (``model`` is its model, cloned): those passes are not run again
+        and their records are this report's. ``checkpoint`` gets a
+        :class:`PipelineCheckpoint` after each pass whose count is in ``checkpoint_after``.
         """
         budget = Budget.parse(budget) if isinstance(budget, str) or budget is None else budget
         context = dataclasses.replace(context or PassContext(), budget=budget)
@@ -212,23 +250,34 @@ class Pipeline:
         if budget.term("accuracy_drop") is not None and context.evaluator is None:
             raise GraphoptError(f"budget {budget.term('accuracy_drop')} needs labelled data"
                                 " (a 'labels' array in the data, or zoo:digits)")
-        if inputs is None and self.lossy:
-            # One random sample moves a lossy pass's SQNR by several dB: pool a few.
-            inputs = RandomData(model, batches=LOSSY_RANDOM_SAMPLES,
-                                batch_size=static_batch_size(model) or 1,
-                                seed=context.seed + VERIFICATION_SEED_OFFSET)
-        verifier = Verifier(model, inputs, source=source) if verify else None
-        if verifier is not None:
+        inputs = self.verification_inputs(model, inputs, context.seed)
+        done = self._resumed(resume, inputs, verify)
+        if resume is None:
+            verifier = Verifier(model, inputs, source=source) if verify else None
+        else:
+            verifier = copy.copy(resume.verifier)
+            if verifier is not None:
+                verifier.previous = resume.previous
+        start_warnings = len(warnings)  # those that depend on all the passes, not the prefix
+        if verifier is not None and resume is None:
             self._check_reference(verifier, model, source, warnings)
         accuracy_before = None
-        if context.evaluator is not None and self.lossy:
+        if resume is not None:
+            accuracy_before = resume.accuracy_before
+        elif context.evaluator is not None and (self.lossy or checkpoint is not None):
             accuracy_before = context.evaluator.accuracy(model)
-        cost = model_cost(model)
+        if accuracy_before is None and context.evaluator is not None and self.lossy:
+            raise GraphoptError("the checkpoint to resume from has no accuracy before the"
+                                " passes: make it with the same evaluator")
+        input_cost = model_cost(model) if resume is None else (
+            resume.records[0].before if resume.records else resume.cost)
+        cost = input_cost if resume is None else resume.cost
+        warnings.extend(resume.warnings if resume is not None else ())
         report = PipelineReport(
-            input_cost=cost, output_cost=cost, passes=[], fidelity=None, budget=budget,
+            input_cost=input_cost, output_cost=cost, passes=[], fidelity=None, budget=budget,
             verification_data=verifier.description if verifier else None,
             accuracy_data=context.evaluator.description if context.evaluator else None,
-            accuracy_before=accuracy_before,
+            accuracy_before=accuracy_before if self.lossy else None,
             calibration_data=_calibration_label(self.passes, context),
             warnings=warnings,
             nonfinite_sources=verifier.nonfinite_sources if verifier else [],
@@ -237,7 +286,12 @@ class Pipeline:
             if context.work_dir is None:
                 context.work_dir = stack.enter_context(atomic.scratch_dir())
                 stack.callback(setattr, context, "work_dir", None)
+            if resume is not None:
+                report.passes.extend(resume.records)
+                report.fidelity = resume.records[-1].fidelity if resume.records else None
             for index, graph_pass in enumerate(self.passes):
+                if index < done:
+                    continue
                 if progress is not None:
                     progress(index, len(self.passes), graph_pass.name)
                     context.progress = _step_reporter(progress, index, len(self.passes),
@@ -267,10 +321,42 @@ class Pipeline:
                 logger.info("%s: %d -> %d nodes in %.3fs", graph_pass.name, cost.nodes,
                             after.nodes, seconds)
                 cost = after
+                if checkpoint is not None and index + 1 in checkpoint_after:
+                    checkpoint(PipelineCheckpoint(
+                        passes=tuple(pass_key(p) for p in self.passes[:index + 1]),
+                        inputs=inputs, model=clone_model(model), verifier=verifier,
+                        previous=None if verifier is None else verifier.previous,
+                        records=tuple(report.passes),
+                        warnings=tuple(report.warnings[start_warnings:]), cost=cost,
+                        accuracy_before=accuracy_before))
         report.output_cost = cost
         if progress is not None:
             progress(len(self.passes), len(self.passes), "done")
         return report
+
+    def verification_inputs(self, model: ir.Model, inputs: VerificationData | None,
+                            seed: int = 0) -> VerificationData | None:
+        """The data :meth:`run` verifies on: ``inputs``, or for a pipeline with lossy passes
+        a few seeded random samples (``None``: the verifier's one random sample)."""
+        if inputs is None and self.lossy:
+            # One random sample moves a lossy pass's SQNR by several dB: pool a few.
+            return RandomData(model, batches=LOSSY_RANDOM_SAMPLES,
+                              batch_size=static_batch_size(model) or 1,
+                              seed=seed + VERIFICATION_SEED_OFFSET)
+        return inputs
+
+    def _resumed(self, resume: PipelineCheckpoint | None, inputs, verify: bool) -> int:
+        """How many passes ``resume`` has done of this pipeline (0 without one)."""
+        if resume is None:
+            return 0
+        done = len(resume.passes)
+        if tuple(pass_key(p) for p in self.passes[:done]) != resume.passes:
+            raise GraphoptError(f"cannot resume from a checkpoint after"
+                                f" {', '.join(n for n, _ in resume.passes)}: this pipeline"
+                                " starts with other passes")
+        if resume.inputs is not inputs or (resume.verifier is not None) != verify:
+            raise GraphoptError("cannot resume from a checkpoint verified on other data")
+        return done
 
     def _check_needs(self, model: ir.Model, context: PassContext, warnings: list[str]) -> None:
         """Unmet needs: one line naming the pass; no calibration: random data, with a warning."""

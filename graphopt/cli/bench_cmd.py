@@ -235,7 +235,11 @@ def bench(
         help="With --suite: run each cell as a Ray task (the ray extra), one timing cell per"
              " node at a time (custom resource timing_slot=1), a GPU for GPU backends;"
              " results stream into --results. local starts Ray here, auto joins the running"
-             " cluster. Default: cells one after another in this process.")] = None,
+             " cluster. Default: the models built in a process pool (--workers), then the"
+             " cells timed one after another in this process.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="With --suite: processes that build the models' pipelines (before any timing;"
+             " 0 or 1: in this process). Default: one per core.", min=0)] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Every column (p99, throughput, energy, speedup CI, cosine),"
         " the startup table, energy notes and graphopt's progress log.")] = False,
@@ -252,13 +256,19 @@ def bench(
     from graphopt.harness.pairs import run_pairs
 
     set_debug(debug)
-    if suite is not None or results is not None or retry_failed or ray is not None:
+    if (suite is not None or results is not None or retry_failed or ray is not None
+            or workers is not None):
         if suite is None:
-            raise GraphoptError("--results, --retry-failed and --ray go with --suite")
+            raise GraphoptError("--results, --retry-failed, --ray and --workers go with"
+                                " --suite")
+        if ray is not None and workers is not None:
+            raise GraphoptError("--workers is the process pool's; with --ray each cell is a"
+                                " Ray task")
         if models or json_file is not None:
             raise GraphoptError("--suite runs the models of the suite file: give no MODEL"
                                 " and no --json (results go to --results)")
-        _run_suite(suite, results, retry_failed=retry_failed, ray_address=ray)
+        _run_suite(suite, results, retry_failed=retry_failed, ray_address=ray,
+                   workers=workers)
         return
     if not models:
         raise GraphoptError("give MODEL... to measure, or --suite FILE")
@@ -456,7 +466,7 @@ def _print_notes(results: list, sessions: int, *, verbose: bool = True) -> None:
 
 
 def _run_suite(path: Path, results: Path | None, *, retry_failed: bool,
-               ray_address: str | None = None) -> None:
+               ray_address: str | None = None, workers: int | None = None) -> None:
     """``graphopt bench --suite``: plan, resume, measure with a progress bar, summarise."""
     from rich.progress import MofNCompleteColumn, TimeRemainingColumn
 
@@ -486,6 +496,10 @@ def _run_suite(path: Path, results: Path | None, *, retry_failed: bool,
         def on_start(planned) -> None:
             progress.update(task, description=escape(planned.cell.name))
 
+        def on_built(jobs_done: int, jobs: int, label: str) -> None:
+            progress.update(task, description=escape(
+                f"building pipelines: {jobs_done}/{jobs} models ({label} done)"))
+
         def on_cell(planned, status: str) -> None:
             if status == "resumed":
                 return
@@ -503,8 +517,10 @@ def _run_suite(path: Path, results: Path | None, *, retry_failed: bool,
                                        on_start=on_start, on_cell=on_cell,
                                        retry_failed=retry_failed)
             else:
+                progress.update(task, description="building pipelines")
                 run = run_suite(suite, store, cells=cells, on_start=on_start,
-                                on_cell=on_cell, retry_failed=retry_failed)
+                                on_cell=on_cell, on_built=on_built,
+                                retry_failed=retry_failed, workers=workers)
         except Interrupted:
             err_console.print(f"{counted[0]} of {len(cells)} cells are in {store.path}; the"
                               " same command resumes the suite", highlight=False)

@@ -53,13 +53,25 @@ from graphopt.errors import GraphoptError
 from graphopt.model_io import model_file, resolve_model, save_model
 from graphopt.verify import Fidelity, OutputFidelity, compare_outputs, random_inputs
 
-__all__ = ["BenchmarkResult", "benchmark", "timing_config", "ORACLE_REFERENCE"]
+__all__ = ["BenchmarkResult", "ReferenceOutputs", "benchmark", "benchmark_feed",
+           "reference_outputs", "timing_config", "ORACLE_REFERENCE"]
 
 ORACLE_REFERENCE = "onnxruntime CPU fp32, graph optimizations off, same inputs"
 MAX_WARMUP_SECONDS = 10.0
 
 ModelLike = str | os.PathLike | ir.Model
-Reference = ModelLike | Mapping[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceOutputs:
+    """A reference model's outputs on a feed, computed once for many benchmarks of its
+    rewrites (:func:`reference_outputs`), with what they are for the record."""
+
+    outputs: Mapping[str, np.ndarray]
+    description: str
+
+
+Reference = ModelLike | Mapping[str, np.ndarray] | ReferenceOutputs
 
 
 @dataclasses.dataclass
@@ -268,14 +280,37 @@ def _loaded(model: ModelLike) -> ir.Model:
     return model if isinstance(model, ir.Model) else resolve_model(model)
 
 
+def reference_outputs(reference: ModelLike, feed: Mapping[str, np.ndarray]) -> ReferenceOutputs:
+    """The oracle's outputs of ``reference`` on ``feed``, to pass as ``benchmark(reference=)``
+    to many benchmarks on that feed."""
+    outputs = oracle.run_model(oracle.make_session(_loaded(reference)), dict(feed))
+    return ReferenceOutputs(outputs,
+                            f"{ORACLE_REFERENCE}, of the reference model {_label(reference)}")
+
+
+def benchmark_feed(model: ModelLike, *, seed: int = 0, batch_size: int = 1,
+                   label: str | None = None) -> dict[str, np.ndarray]:
+    """The random feed :func:`benchmark` uses without ``inputs``."""
+    loaded = _loaded(model)
+    feed = random_inputs(loaded, seed=seed, batch_size=batch_size)
+    if _feed_batch(feed) not in (None, batch_size):
+        raise GraphoptError(
+            f"{label or _label(model)}: the model has a fixed batch of {_feed_batch(feed)};"
+            f" batch size {batch_size} needs a dynamic batch dimension"
+        )
+    return feed
+
+
 def _reference_outputs(reference: Reference | None, model: ir.Model,
                        feed: Mapping[str, np.ndarray]) -> tuple[dict, str]:
     if reference is None:
         return oracle.run_model(oracle.make_session(model), feed), ORACLE_REFERENCE
+    if isinstance(reference, ReferenceOutputs):
+        return dict(reference.outputs), reference.description
     if isinstance(reference, Mapping):
         return dict(reference), "outputs given by the caller, same inputs"
-    outputs = oracle.run_model(oracle.make_session(_loaded(reference)), feed)
-    return outputs, f"{ORACLE_REFERENCE}, of the reference model {_label(reference)}"
+    computed = reference_outputs(reference, feed)
+    return dict(computed.outputs), computed.description
 
 
 def benchmark(
@@ -302,7 +337,8 @@ def benchmark(
     module docstring).
 
     ``reference``: the fp32 model fidelity is measured against (path, ``zoo:NAME``, onnx-ir
-    model) or its outputs on ``inputs``; default the model itself. ``inputs``: the feed
+    model), its outputs on ``inputs`` (a mapping or :class:`ReferenceOutputs`); default the
+    model itself. ``inputs``: the feed
     (default random with ``seed`` and ``batch_size``). ``label`` names the model in the result
     (default the spec as written). An in-memory model is written into a temporary folder inside
     ``work_dir`` (default the system's) and removed afterwards. ``budget`` judges the fidelity
@@ -317,12 +353,7 @@ def benchmark(
     loaded = _loaded(model)
     name = label or _label(model)
     if inputs is None:
-        feed = random_inputs(loaded, seed=seed, batch_size=batch_size)
-        if _feed_batch(feed) not in (None, batch_size):
-            raise GraphoptError(
-                f"{name}: the model has a fixed batch of {_feed_batch(feed)};"
-                f" batch size {batch_size} needs a dynamic batch dimension"
-            )
+        feed = benchmark_feed(loaded, seed=seed, batch_size=batch_size, label=name)
     else:
         feed = dict(inputs)
     expected, reference_text = _reference_outputs(reference, loaded, feed)

@@ -23,11 +23,17 @@ or a backend not available here makes the cell ``skipped`` with the reason recor
 again by the next run, never a crash.
 
 :func:`run_suite` measures every cell the store (:class:`~graphopt.harness.store.ResultStore`)
-does not hold yet: per model and pipeline it runs the pipeline once (verified, a broken
-fidelity budget warned, not fatal), saves the result to a scratch folder and benchmarks it on
-each backend with :func:`graphopt.harness.benchmark.benchmark`, fidelity against the original
-fp32 model on the same inputs. Each cell's record is appended as soon as it is measured, so a
-stopped sweep resumes where it stopped.
+does not hold yet, in two phases:
+
+1. Build: every model's pipelines, run once per model, seed and batch size (verified, a
+   broken fidelity budget warned, not fatal; the passes pipelines start with run once, see
+   :mod:`graphopt.pipeline_tree`), models in parallel in a process pool
+   (:mod:`graphopt.harness.suite_build`), each result saved to a scratch folder.
+2. Measure: after the last build has ended, the cells one at a time in this process with
+   :func:`graphopt.harness.benchmark.benchmark`, fidelity against the original fp32 model on
+   the same inputs (its outputs computed once per model). So no timing cell shares a core
+   with another cell or with a build. Each cell's record is appended as soon as it is
+   measured, so a stopped sweep resumes where it stopped (a build interrupted is redone).
 """
 
 from __future__ import annotations
@@ -40,28 +46,22 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from graphopt import __version__
 from graphopt.atomic import scratch_dir
 from graphopt.backends.registry import check_available, parse_backend
 from graphopt.backends.timing import TimingConfig
-from graphopt.budget import Budget
-from graphopt.calibration import SampleData
 from graphopt.errors import GraphoptError, reason_line
-from graphopt.harness.benchmark import benchmark, timing_config
-from graphopt.harness.store import Cell, ResultStore, model_digest
-from graphopt.model_io import (
-    model_file,
-    resolve_model,
-    save_model,
-    stored_size_bytes,
-    zoo_name,
+from graphopt.harness.benchmark import (
+    ReferenceOutputs,
+    benchmark,
+    benchmark_feed,
+    reference_outputs,
+    timing_config,
 )
+from graphopt.harness.store import Cell, ResultStore, model_digest
+from graphopt.harness.suite_build import BuildJob, BuiltCallback, build_all, build_job
+from graphopt.model_io import resolve_model, zoo_name
 from graphopt.pass_api import get_preset, pass_names
-from graphopt.pass_context import PassContext
-from graphopt.pipeline import Pipeline
-from graphopt.run_data import resolve_run_data
 from graphopt.spec import build_passes, parse_spec
 
 if sys.version_info >= (3, 11):
@@ -285,54 +285,6 @@ def _record(planned: PlannedCell, status: str, suite: Suite, **fields) -> dict:
             **fields}
 
 
-def _first_samples(data: SampleData, count: int) -> dict[str, np.ndarray]:
-    """The first ``count`` samples of ``data`` as one feed."""
-    batches = list(data.subset(np.arange(min(count, data.samples))))
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
-
-
-def _optimized(planned: PlannedCell, suite: Suite,
-               folder: Path) -> tuple[Path, dict, dict[str, np.ndarray] | None]:
-    """The model file after the cell's pipeline (saved in ``folder``; the input file itself
-    for ``none``), a summary of the run, and the benchmark inputs: the first samples of the
-    verification data when the model has data (``calib``, ``zoo:digits``), else ``None``
-    (seeded random inputs)."""
-    model = planned.model
-    source = model_file(model.spec)  # zoo models too: materialised in the cache
-    loaded = resolve_model(model.spec)
-    input_size = stored_size_bytes(source, loaded if zoo_name(model.spec) is None else None)
-    summary: dict = {"name": planned.cell.pipeline, "spec": planned.cell.pipeline_spec,
-                     "input_size_bytes": input_size}
-    seed = planned.timing.seed
-    data = resolve_run_data(loaded, model.spec, calib=model.calib, seed=seed)
-    feed = None
-    if isinstance(data.verification, SampleData) and data.verification.samples:
-        feed = _first_samples(data.verification, planned.timing.batch_size)
-        summary["benchmark_inputs"] = data.verification.description
-    if not planned.cell.pipeline_spec:
-        accuracy = None if data.evaluator is None else data.evaluator.accuracy(loaded)
-        summary.update(output_size_bytes=input_size, size_ratio=1.0, accuracy_after=accuracy,
-                       accuracy_data=None if data.evaluator is None
-                       else data.evaluator.description)
-        return source, summary, feed
-    report = Pipeline.from_spec(planned.cell.pipeline_spec).run(
-        loaded, inputs=data.verification, budget=Budget.parse(suite.budget),
-        on_budget="warn", context=PassContext(calibration=data.calibration,
-                                              evaluator=data.evaluator, seed=seed))
-    summary.update(
-        passes=[p.name for p in report.passes],
-        warnings=list(report.warnings),
-        fidelity=None if report.fidelity is None else report.fidelity.to_dict(),
-        accuracy_before=report.accuracy_before,
-        accuracy_after=report.accuracy_after,
-        accuracy_data=report.accuracy_data,
-    )
-    path = save_model(loaded, folder / "model.onnx")
-    summary["output_size_bytes"] = stored_size_bytes(path)
-    summary["size_ratio"] = summary["output_size_bytes"] / input_size if input_size else None
-    return path, summary, feed
-
-
 Done = Callable[..., None]
 """``done(planned, status, **record_fields)``: store a cell's end (see :func:`start_run`)."""
 
@@ -375,6 +327,25 @@ def start_run(
     return run, done, todo
 
 
+def _jobs(suite: Suite, todo: Sequence[PlannedCell]):
+    """The build jobs for ``todo`` (one per model, seed and batch size) and each cell's job
+    and pipeline spec, in plan order."""
+    jobs: dict[tuple, dict] = {}
+    placed = []
+    for planned in todo:
+        timing = planned.timing
+        key = (planned.model.spec, timing.seed, timing.batch_size)
+        pipelines = jobs.setdefault(key, {"model": planned.model, "pipelines": {}})["pipelines"]
+        pipelines.setdefault(planned.cell.pipeline_spec, planned.cell.pipeline)
+        placed.append((key, planned))
+    built = {key: BuildJob(label=entry["model"].label, spec=entry["model"].spec,
+                           calib=entry["model"].calib,
+                           pipelines=tuple(entry["pipelines"].items()), seed=key[1],
+                           batch_size=key[2], budget=suite.budget)
+             for key, entry in jobs.items()}
+    return built, placed
+
+
 def run_suite(
     suite: Suite,
     store: ResultStore,
@@ -382,34 +353,57 @@ def run_suite(
     cells: Sequence[PlannedCell] | None = None,
     on_start: StartCallback | None = None,
     on_cell: CellCallback | None = None,
+    on_built: BuiltCallback | None = None,
     retry_failed: bool = False,
+    workers: int | None = None,
 ) -> SuiteRun:
     """Measure every cell of ``suite`` (or ``cells``, from :func:`plan`) that ``store`` has
     not finished, appending a record per cell as it ends (module docstring).
-    ``retry_failed`` measures failed cells again (a fixed pass keeps its spec and key)."""
+    ``retry_failed`` measures failed cells again (a fixed pass keeps its spec and key).
+    ``workers``: build processes (:func:`graphopt.harness.suite_build.build_all`);
+    ``on_built`` hears of each model built."""
     cells = plan(suite) if cells is None else list(cells)
     run, done, todo = start_run(suite, store, cells, on_cell=on_cell,
                                 retry_failed=retry_failed)
-    groups: dict[tuple[str, str], list[PlannedCell]] = {}
-    for planned in todo:
-        groups.setdefault((planned.model.spec, planned.cell.pipeline_spec), []).append(planned)
-    for group in groups.values():
-        with scratch_dir() as folder:
-            try:
-                path, summary, feed = _optimized(group[0], suite, folder)
-                reference = resolve_model(group[0].model.spec)
-            except Exception as exc:  # a pass's own bug must not end the sweep either
-                logger.debug("pipeline %s failed", group[0].cell.pipeline, exc_info=True)
-                text = str(exc) if isinstance(exc, GraphoptError) else (
-                    f"{type(exc).__name__}: {reason_line(exc)}")
-                for planned in group:
-                    done(planned, "failed", error=f"pipeline: {text}")
+    jobs, placed = _jobs(suite, todo)
+    with scratch_dir() as folder:
+        built = {}
+        for job, outcome in build_all(list(jobs.values()), folder, workers=workers,
+                                      on_built=on_built):
+            built[job] = outcome
+        references: dict[tuple, tuple[dict, ReferenceOutputs]] = {}
+        for key, planned in placed:
+            job = jobs[key]
+            outcome = built[job][planned.cell.pipeline_spec]
+            if outcome.error is not None or outcome.path is None:
+                done(planned, "failed", error=outcome.error)
                 continue
-            for planned in group:
-                if on_start is not None:
-                    on_start(planned)
-                _measure(planned, path, reference, feed, summary, done)
+            if on_start is not None:
+                on_start(planned)
+            try:
+                if key not in references:
+                    references[key] = _reference(job, outcome.feed)
+            except Exception as exc:  # the model as given: its cells fail, the sweep goes on
+                done(planned, "failed", error=_failure(exc), pipeline=outcome.summary)
+                continue
+            feed, reference = references[key]
+            _measure(planned, Path(outcome.path), reference, feed, outcome.summary, done)
     return run
+
+
+def _reference(job: BuildJob, feed: dict | None) -> tuple[dict, ReferenceOutputs]:
+    """The feed a job's cells are timed on (its data's, else the benchmark's random one)
+    and the original model's outputs on it, computed once for all of them."""
+    model = resolve_model(job.spec)
+    if feed is None:
+        feed = benchmark_feed(model, seed=job.seed, batch_size=job.batch_size,
+                              label=job.label)
+    return feed, reference_outputs(model, feed)
+
+
+def _failure(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, GraphoptError) else (
+        f"{type(exc).__name__}: {reason_line(exc)}")
 
 
 def _measure(planned: PlannedCell, path: Path, reference, feed, summary: dict,
@@ -422,13 +416,9 @@ def _measure(planned: PlannedCell, path: Path, reference, feed, summary: dict,
             sessions=timing.sessions, batch_size=timing.batch_size, threads=timing.threads,
             pin=timing.pin, energy=timing.energy, seed=timing.seed,
             concurrent_seconds=timing.concurrent_seconds)
-    except GraphoptError as exc:
-        done(planned, "failed", error=str(exc), pipeline=summary)
-        return
     except Exception as exc:  # a runtime's own exception must not end the sweep
         logger.debug("cell %s failed", planned.cell.name, exc_info=True)
-        done(planned, "failed", error=f"{type(exc).__name__}: {reason_line(exc)}",
-             pipeline=summary)
+        done(planned, "failed", error=_failure(exc), pipeline=summary)
         return
     done(planned, "ok", result=result.to_dict(), pipeline=summary,
          graphopt_version=__version__)
@@ -444,14 +434,15 @@ def measure_cell(suite: Suite, planned: PlannedCell) -> tuple[str, dict]:
     def done(_: PlannedCell, status: str, **fields) -> None:
         outcome.append((status, fields))
 
+    jobs, placed = _jobs(suite, [planned])
+    job = jobs[placed[0][0]]
     with scratch_dir() as folder:
+        built = build_job(job, folder)[planned.cell.pipeline_spec]
+        if built.error is not None or built.path is None:
+            return "failed", {"error": built.error}
         try:
-            path, summary, feed = _optimized(planned, suite, folder)
-            reference = resolve_model(planned.model.spec)
-        except Exception as exc:  # a pass's own bug is the cell's failure
-            logger.debug("pipeline %s failed", planned.cell.pipeline, exc_info=True)
-            text = str(exc) if isinstance(exc, GraphoptError) else (
-                f"{type(exc).__name__}: {reason_line(exc)}")
-            return "failed", {"error": f"pipeline: {text}"}
-        _measure(planned, path, reference, feed, summary, done)
+            feed, reference = _reference(job, built.feed)
+        except Exception as exc:
+            return "failed", {"error": _failure(exc), "pipeline": built.summary}
+        _measure(planned, Path(built.path), reference, feed, built.summary, done)
     return outcome[0]

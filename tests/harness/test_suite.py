@@ -182,3 +182,34 @@ def test_a_sweep_killed_mid_run_resumes_without_redoing_finished_cells(tmp_path)
     assert {r["key"] for r in records} == {c.cell.key for c in plan(load_suite(path))}
     assert records[: len(before)] == before  # nothing finished was touched
     json.loads(results.read_bytes().split(b"\n")[-2])
+
+
+def test_the_process_pool_builds_the_cells_this_process_would(tmp_path):
+    path = _suite(tmp_path, """
+        models = [{model = "zoo:digits", calib = "zoo:digits"}, "zoo:mbv2_block"]
+        pipelines = ["none", "lossless", "int8", "prune30", "compress"]
+        backends = ["ort-cpu"]
+        [pipeline_specs]
+        prune30 = "cleanup,fuse,prune(ratio=0.3)"
+        compress = "cleanup,fuse,prune(ratio=0.3),quantize"
+    """)
+    built = []
+    stores = {}
+    for workers in (2, 0):
+        stores[workers] = ResultStore(tmp_path / f"r{workers}.jsonl")
+        run = run_suite(load_suite(path), stores[workers], workers=workers,
+                        on_built=lambda done, total, label: built.append((done, total)))
+        assert run.counts == {"ok": 10}
+    assert sorted(built) == [(1, 2), (1, 2), (2, 2), (2, 2)]
+
+    def cells(store):
+        found = {}
+        for record in store.records():
+            found[record["key"]] = (record["pipeline"], record["result"]["fidelity"])
+        return found
+
+    assert cells(stores[2]) == cells(stores[0])
+    compress = next(r for r in stores[2].records()
+                    if r["cell"]["pipeline"] == "compress" and r["cell"]["model"] == "zoo:digits")
+    assert compress["pipeline"]["passes"] == ["cleanup", "fuse", "prune", "quantize"]
+    assert compress["pipeline"]["accuracy_after"] is not None
