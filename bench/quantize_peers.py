@@ -4,11 +4,13 @@
 
 Models: zoo squeezenet, resnet50, shufflenet, inception_v2, densenet121 (ImageNet mean/std),
 zoo:digits (calibrated on its 200-image calibration split, measured on its 450 test images with
-their labels) and ../shared/models/ultraface-rfb320 ((x - 127) / 128, RGB, 240x320).
+their labels), ../shared/models/ultraface-rfb320 ((x - 127) / 128, RGB, 240x320) and
+../shared/models/superres-10 (the Y channel in [0, 1], 224x224).
 
 Data: 32 calibration crops and 48 other crops of real photos (``photo_crops`` of
 bench/debug_cases.py: scikit-learn's sample images and ../shared/models' photos; seeds 1 and
-7); ultraface gets 320x320 crops cut to their middle 240 rows.
+7); ultraface gets 320x320 crops cut to their middle 240 rows, superres-10 the crops' luma
+(BT.601, as PIL's YCbCr conversion).
 
 Quantizers, each given exactly the same calibration samples:
 
@@ -82,8 +84,10 @@ from graphopt.pipeline import Pipeline  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
 ULTRAFACE = SHARED / "ultraface-rfb320" / "ultraface-rfb320.onnx"
+SUPERRES = SHARED / "superres-10" / "super-resolution-10.onnx"
 MODELS = ("squeezenet", "resnet50", "shufflenet", "inception_v2", "densenet121", "digits",
-          "ultraface-rfb320")
+          "ultraface-rfb320", "superres-10")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32).reshape(1, 3, 1, 1)
 QUANTIZERS = ("graphopt", "ort", "nncf")
 LATENCY_BACKENDS = ("ort-cpu", "openvino-cpu")
 TARGETS = {"graphopt-target": "ort-cpu", "graphopt-target-ov": "openvino-cpu"}
@@ -105,7 +109,8 @@ def _log(text: str) -> None:
 # -- models and data ---------------------------------------------------------------------------
 
 def model_spec(name: str) -> str:
-    return str(ULTRAFACE) if name == "ultraface-rfb320" else f"zoo:{name}"
+    return {"ultraface-rfb320": str(ULTRAFACE), "superres-10": str(SUPERRES)}.get(
+        name, f"zoo:{name}")
 
 
 def _ultraface_crops(count: int, seed: int) -> list[np.ndarray]:
@@ -117,6 +122,12 @@ def _ultraface_crops(count: int, seed: int) -> list[np.ndarray]:
     return crops
 
 
+def _superres_crops(count: int, seed: int) -> list[np.ndarray]:
+    """The luma of the same 224x224 crops, in [0, 1]: superres-10's input."""
+    return [((crop * _STD + _MEAN) * _LUMA).sum(axis=1, keepdims=True).clip(0, 1)
+            .astype(np.float32) for crop in photo_crops(count, seed)]
+
+
 def model_data(name: str) -> dict:
     """``calib`` [N, ...] array, ``eval`` [M, ...] array, ``labels`` (or None)."""
     if name == "digits":
@@ -125,7 +136,8 @@ def model_data(name: str) -> dict:
         return {"calib": calib, "eval": x, "labels": y,
                 "about": f"calib = zoo:digits ({len(calib)} training images), eval ="
                          f" zoo:digits:test ({len(x)} images)"}
-    make = _ultraface_crops if name == "ultraface-rfb320" else photo_crops
+    make = {"ultraface-rfb320": _ultraface_crops, "superres-10": _superres_crops}.get(
+        name, photo_crops)
     return {"calib": np.concatenate(make(CALIB_COUNT, CALIB_SEED)),
             "eval": np.concatenate(make(EVAL_COUNT, EVAL_SEED)), "labels": None,
             "about": f"{CALIB_COUNT} calibration crops (seed {CALIB_SEED}), {EVAL_COUNT}"
