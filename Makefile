@@ -1,6 +1,6 @@
 # graphopt: two commands set everything up.
 #   make demo   create .venv, install graphopt, optimize and benchmark a built-in model
-#   make test   create .venv, install graphopt with [dev,openvino,bench], run the tests
+#   make test   create .venv, install graphopt with [dev,openvino,bench,ray], run the tests
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,7 +19,7 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,openvino,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,openvino,bench,ray]"
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo

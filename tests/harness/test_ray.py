@@ -1,7 +1,7 @@
 """Suites on Ray: the same cells (keys and statuses) as the local run, streamed into the store,
 resumed by the same rule; one timing slot per node; a GPU for GPU backends.
 
-Needs ``ray`` (the ``ray`` extra, not in ``dev``: CI skips these tests). The test starts its
+Needs ``ray`` (the ``ray`` extra, which ``make test`` installs). The test starts its
 own local instance (``ray.init(num_cpus=2, resources={"timing_slot": 1})``) and stops it.
 """
 
@@ -17,8 +17,7 @@ from graphopt.harness.ray_runner import TIMING_SLOT, cell_resources, run_suite_o
 from graphopt.harness.store import ResultStore
 from graphopt.harness.suite import load_suite, plan, run_suite
 
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'graphopt[ray]');"
-                                        " the ray extra is not part of dev, so CI skips this")
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'graphopt[ray]')")
 
 TINY = Path(__file__).resolve().parents[2] / "bench" / "suites" / "tiny.toml"
 
