@@ -229,8 +229,9 @@ def _exposing_softmax_inputs(path: Path) -> tuple[object, dict[str, str]]:
     extra = {}
     for output in outputs:
         node = producer.get(output)
-        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            node = producer.get(node.input[0])  # a Q/DQ pair a quantizer put on the output
+        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear",
+                                                    "Cast"):
+            node = producer.get(node.input[0])  # a Q/DQ pair or a Cast on the output
         if node is not None and node.op_type == "Softmax" and node.input[0] not in outputs:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(node.input[0]))
             extra[node.input[0]] = f"{output} before Softmax"
