@@ -203,8 +203,8 @@ def _latency_plot(rows: list[Row], model: str) -> bytes:
     data = [r.samples_ms if r.samples_ms.size else np.array([r.p50_ms]) for r in rows]
     axis.boxplot(data, showfliers=False, **_horizontal())
     axis.set_yticks(range(1, len(rows) + 1), [r.config for r in rows])
-    axis.set_xlabel("latency per synchronous call (ms)")
-    axis.set_title(f"{model}: latency per configuration (whiskers 1.5 IQR, outliers hidden)")
+    axis.set_xlabel("latency per synchronous call (ms; whiskers 1.5 IQR, outliers hidden)")
+    axis.set_title(f"{model}: latency per configuration", wrap=True)
     return _png(figure)
 
 
