@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "error_text",
     "reason_line",
     "GraphoptError",
     "ModelLoadError",
@@ -58,6 +59,13 @@ class OutputError(GraphoptError):
 # (OpenVINO: "Exception from src/inference/src/cpp/core.cpp:84:", "Check 'x' failed at ...:").
 _LOCATION_LINE = re.compile(r"^(Exception from \S+:\d+:?|Check '.*' failed at \S+:\d+:?"
                             r"|While validating .*:)$")
+
+
+def error_text(exc: BaseException) -> str:
+    """A failure as one line for a record: graphopt's own message, else the exception's
+    type and :func:`reason_line`."""
+    return str(exc) if isinstance(exc, GraphoptError) else (
+        f"{type(exc).__name__}: {reason_line(exc)}")
 
 
 def reason_line(exc: BaseException) -> str:

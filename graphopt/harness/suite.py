@@ -50,7 +50,7 @@ from graphopt import __version__
 from graphopt.atomic import scratch_dir
 from graphopt.backends.registry import check_available, parse_backend
 from graphopt.backends.timing import TimingConfig
-from graphopt.errors import GraphoptError, reason_line
+from graphopt.errors import GraphoptError, error_text
 from graphopt.harness.benchmark import (
     ReferenceOutputs,
     benchmark,
@@ -384,7 +384,7 @@ def run_suite(
                 if key not in references:
                     references[key] = _reference(job, outcome.feed)
             except Exception as exc:  # the model as given: its cells fail, the sweep goes on
-                done(planned, "failed", error=_failure(exc), pipeline=outcome.summary)
+                done(planned, "failed", error=error_text(exc), pipeline=outcome.summary)
                 continue
             feed, reference = references[key]
             _measure(planned, Path(outcome.path), reference, feed, outcome.summary, done)
@@ -401,11 +401,6 @@ def _reference(job: BuildJob, feed: dict | None) -> tuple[dict, ReferenceOutputs
     return feed, reference_outputs(model, feed)
 
 
-def _failure(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, GraphoptError) else (
-        f"{type(exc).__name__}: {reason_line(exc)}")
-
-
 def _measure(planned: PlannedCell, path: Path, reference, feed, summary: dict,
              done) -> None:
     timing = planned.timing
@@ -418,7 +413,7 @@ def _measure(planned: PlannedCell, path: Path, reference, feed, summary: dict,
             concurrent_seconds=timing.concurrent_seconds)
     except Exception as exc:  # a runtime's own exception must not end the sweep
         logger.debug("cell %s failed", planned.cell.name, exc_info=True)
-        done(planned, "failed", error=_failure(exc), pipeline=summary)
+        done(planned, "failed", error=error_text(exc), pipeline=summary)
         return
     done(planned, "ok", result=result.to_dict(), pipeline=summary,
          graphopt_version=__version__)
@@ -443,6 +438,6 @@ def measure_cell(suite: Suite, planned: PlannedCell) -> tuple[str, dict]:
         try:
             feed, reference = _reference(job, built.feed)
         except Exception as exc:
-            return "failed", {"error": _failure(exc), "pipeline": built.summary}
+            return "failed", {"error": error_text(exc), "pipeline": built.summary}
         _measure(planned, Path(built.path), reference, feed, built.summary, done)
     return outcome[0]

@@ -23,7 +23,7 @@ import numpy as np
 
 from graphopt.budget import Budget
 from graphopt.calibration import SampleData
-from graphopt.errors import GraphoptError, reason_line
+from graphopt.errors import error_text
 from graphopt.model_io import model_file, resolve_model, save_model, stored_size_bytes, zoo_name
 from graphopt.pass_context import PassContext
 from graphopt.pipeline import Pipeline
@@ -75,9 +75,7 @@ def _first_samples(data: SampleData, count: int) -> dict[str, np.ndarray]:
 
 
 def _failure(exc: Exception) -> str:
-    text = str(exc) if isinstance(exc, GraphoptError) else (
-        f"{type(exc).__name__}: {reason_line(exc)}")
-    return f"pipeline: {text}"
+    return f"pipeline: {error_text(exc)}"
 
 
 def build_job(job: BuildJob, folder: str | os.PathLike) -> dict[str, Built]:

@@ -68,7 +68,7 @@ from graphopt.backends.registry import (
 )
 from graphopt.budget import Budget, BudgetTerm
 from graphopt.calibration import DataSource, RandomData
-from graphopt.errors import BackendUnavailableError, GraphoptError, reason_line
+from graphopt.errors import BackendUnavailableError, GraphoptError, error_text
 from graphopt.evaluate import Evaluator
 from graphopt.feeds import static_batch_size
 from graphopt.harness.benchmark import benchmark, timing_config
@@ -543,7 +543,7 @@ class Tuner:
             result.stop_reason = f"time limit of {self.time_limit:g} s"
             self._write_baseline_if_nothing()
         except BaseException as exc:
-            result.stop_reason = (f"failed: {_error_text(exc)}" if isinstance(exc, Exception)
+            result.stop_reason = (f"failed: {error_text(exc)}" if isinstance(exc, Exception)
                                   else f"interrupted ({type(exc).__name__})")
             self._write_baseline_if_nothing()
             raise
@@ -617,7 +617,7 @@ class Tuner:
         except (GraphoptError, Exception) as exc:  # a pass's bug must not end the search
             logger.debug("pipeline %s failed", first.pipeline, exc_info=True)
             for trial in trials:
-                trial.status, trial.reason = "failed", f"pipeline: {_error_text(exc)}"
+                trial.status, trial.reason = "failed", f"pipeline: {error_text(exc)}"
                 trial.seconds = time.monotonic() - started
                 self._notify(trial)
             return
@@ -636,7 +636,7 @@ class Tuner:
                 self._try(trial, model, path, timed, precisions)
             except (GraphoptError, Exception) as exc:
                 logger.debug("candidate %s failed", trial.candidate.name, exc_info=True)
-                trial.status, trial.reason = "failed", _error_text(exc)
+                trial.status, trial.reason = "failed", error_text(exc)
             trial.seconds = time.monotonic() - started + pipeline_seconds
             pipeline_seconds = 0.0
             self._notify(trial)
@@ -824,11 +824,6 @@ def restore_softmax(model: ir.Model) -> None:
     output = node.outputs[0]
     output.name, output.dtype, output.shape = note["name"], logits.dtype, logits.shape
     graph.outputs[note["index"]] = output
-
-
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, GraphoptError) else (
-        f"{type(exc).__name__}: {reason_line(exc)}")
 
 
 def _batch(feed: Mapping[str, np.ndarray]) -> int:
