@@ -358,15 +358,25 @@ _GROUPED = """
 """
 
 
-def _grouped_net() -> ir.Model:
-    rng = np.random.default_rng(3)
-    proto = onnx.parser.parse_model(_GROUPED)
-    for name, shape in (("wg", (4, 2, 1, 1)), ("wd", (4, 1, 3, 3)), ("w1", (4, 4, 1, 1))):
+def _parsed(text: str, weights: dict[str, tuple[int, ...]], seed: int) -> onnx.ModelProto:
+    """A parsed model with seeded normal(0, 0.5) weights of the given shapes."""
+    rng = np.random.default_rng(seed)
+    proto = onnx.parser.parse_model(text)
+    for name, shape in weights.items():
         proto.graph.initializer.append(onnx.numpy_helper.from_array(
             rng.normal(0, 0.5, shape).astype(np.float32), name))
+    return proto
+
+
+def _with_shapes(proto: onnx.ModelProto) -> ir.Model:
     model = ir.from_proto(proto)
     common_passes.ShapeInferencePass()(model)
     return model
+
+
+def _grouped_net() -> ir.Model:
+    return _with_shapes(_parsed(_GROUPED, {"wg": (4, 2, 1, 1), "wd": (4, 1, 3, 3),
+                                           "w1": (4, 4, 1, 1)}, seed=3))
 
 
 def _quantized_convs(model: ir.Model) -> list[int]:
@@ -400,13 +410,8 @@ _FIRE = """
 
 
 def test_a_concat_feeding_a_maxpool_is_quantized_so_both_run_on_integers():
-    rng = np.random.default_rng(4)
-    proto = onnx.parser.parse_model(_FIRE)
-    for name, shape in (("wa", (4, 3, 1, 1)), ("wb", (4, 3, 3, 3)), ("wy", (4, 8, 1, 1))):
-        proto.graph.initializer.append(onnx.numpy_helper.from_array(
-            rng.normal(0, 0.5, shape).astype(np.float32), name))
-    model = ir.from_proto(proto)
-    common_passes.ShapeInferencePass()(model)
+    proto = _parsed(_FIRE, {"wa": (4, 3, 1, 1), "wb": (4, 3, 3, 3), "wy": (4, 8, 1, 1)}, seed=4)
+    model = _with_shapes(proto)
     original = ir.from_proto(proto)
     _quantize(model)
     nodes = {node.op_type: node for node in model.graph}
