@@ -78,6 +78,11 @@ def _failure(exc: Exception) -> str:
     return f"pipeline: {error_text(exc)}"
 
 
+def _all_failed(job: BuildJob, exc: Exception) -> dict[str, Built]:
+    return {spec: Built(None, {"name": name, "spec": spec}, error=_failure(exc))
+            for spec, name in job.pipelines}
+
+
 def build_job(job: BuildJob, folder: str | os.PathLike) -> dict[str, Built]:
     """Run ``job``'s pipelines, saving each model in its own folder under ``folder``; by spec.
     A pipeline that fails is that spec's error (a pass's own bug included)."""
@@ -85,8 +90,7 @@ def build_job(job: BuildJob, folder: str | os.PathLike) -> dict[str, Built]:
         return _build(job, Path(folder))
     except Exception as exc:  # the model itself: every pipeline of it fails
         logger.debug("building %s failed", job.label, exc_info=True)
-        return {spec: Built(None, {"name": name, "spec": spec}, error=_failure(exc))
-                for spec, name in job.pipelines}
+        return _all_failed(job, exc)
 
 
 def _build(job: BuildJob, folder: Path) -> dict[str, Built]:
@@ -171,8 +175,7 @@ def build_all(jobs: Sequence[BuildJob], folder: str | os.PathLike, *,
             try:
                 built = future.result()
             except Exception as exc:  # the worker itself died (out of memory, a crash)
-                built = {spec: Built(None, {"name": name, "spec": spec},
-                                     error=_failure(exc)) for spec, name in job.pipelines}
+                built = _all_failed(job, exc)
             if on_built is not None:
                 on_built(count, len(jobs), job.label)
             yield job, built
