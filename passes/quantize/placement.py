@@ -169,6 +169,11 @@ def _moves_values(node: ir.Node, share_concat: bool) -> bool:
         node.op_type in SHARING_OPS or (share_concat and node.op_type == "Concat"))
 
 
+def _moved_inputs(node: ir.Node) -> list[ir.Value | None]:
+    """The inputs whose values a value-moving operator moves (Concat: all; else the first)."""
+    return list(node.inputs) if node.op_type == "Concat" else [node.inputs[0]]
+
+
 def _extend_through_moves(model: ir.Model, wanted: dict[int, ir.Value],
                           share_concat: bool) -> None:
     """Quantize the tensor between two value-moving operators when the first one's inputs
@@ -186,8 +191,7 @@ def _extend_through_moves(model: ir.Model, wanted: dict[int, ir.Value],
             if (value is None or id(value) in wanted or value.is_graph_output()
                     or producer is None or not _moves_values(producer, share_concat)):
                 continue
-            inputs = producer.inputs if producer.op_type == "Concat" else producer.inputs[:1]
-            if all(v is not None and id(v) in wanted for v in inputs):
+            if all(v is not None and id(v) in wanted for v in _moved_inputs(producer)):
                 wanted[id(value)] = value
                 changed = True
 
@@ -204,11 +208,10 @@ def _sharing_groups(model: ir.Model, wanted: dict[int, ir.Value],
         return key
 
     for node in model.graph:
-        sharing = node.op_type in SHARING_OPS or (share_concat and node.op_type == "Concat")
-        if not sharing or node.domain not in ("", "ai.onnx"):
+        if not _moves_values(node, share_concat):
             continue
         output = node.outputs[0]
-        data = list(node.inputs) if node.op_type == "Concat" else [node.inputs[0]]
+        data = _moved_inputs(node)
         members = [output, *data]
         if not all(v is not None and id(v) in wanted for v in members):
             continue
