@@ -184,7 +184,7 @@ class QuantizePass(GraphPass):
         quantized: list = []
         for index, layer in enumerate(placement.layers):
             data = params.get(layer.data.name)
-            output_float = self.outputs and layer.output.name not in params
+            output_float = layer.output_quantized and layer.output.name not in params
             if index in float_layers:
                 stats["layers_float"] += 1
                 continue
@@ -203,7 +203,7 @@ class QuantizePass(GraphPass):
             quantized.append(layer)
         # Q/DQ on the tensors of quantized layers, and on whatever shares their parameters.
         wanted = {layer.data.name for layer in quantized}
-        wanted |= {layer.output.name for layer in quantized if self.outputs}
+        wanted |= {layer.output.name for layer in quantized if layer.output_quantized}
         for group in calibration.groups:
             if wanted.intersection(group):
                 wanted.update(group)

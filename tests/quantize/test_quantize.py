@@ -427,3 +427,39 @@ def test_a_concat_feeding_a_maxpool_is_quantized_so_both_run_on_integers():
     fidelity = compare_outputs(oracle.run_model(oracle.make_session(original), feed),
                                oracle.run_model(oracle.make_session(model), feed))
     assert fidelity.sqnr_db > 25
+
+
+_CLASSIFIER = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 16] x) => (float[1, 4] y, float[1, 4] z) {
+        h = Gemm <transB = 1> (x, w1, b1)
+        r = Relu (h)
+        f = Reshape (r, shape)
+        k = Gemm <transB = 1> (f, w2, b2)
+        y = Softmax <axis = 1> (k)
+        l = Gemm <transB = 1> (x, w3)
+        z = Softmax <axis = 1> (l)
+    }
+"""
+
+
+def test_a_gemm_output_is_quantized_only_where_a_quantized_tensor_reads_it(tmp_path):
+    proto = _parsed(_CLASSIFIER, {"w1": (8, 16), "b1": (8,), "w2": (4, 8), "b2": (4,),
+                                  "w3": (4, 16)}, seed=5)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 8]), "shape"))
+    model = _with_shapes(proto)
+    graph_pass = _quantize(model)
+    assert graph_pass.stats["layers_quantized"] == 3
+    quantized = {n.inputs[0].name for n in model.graph if n.op_type == "QuantizeLinear"
+                 and n.inputs[0].const_value is None}
+    # x and the second Gemm's input (through the Reshape, with the ReLU absorbed); the two
+    # logits only a Softmax reads stay float.
+    assert quantized == {"x", "h", "f"} and graph_pass.stats["relus_absorbed"] == 1
+    # onnxruntime still runs all three in int8: QGemm with a float output for the logits.
+    path = tmp_path / "q.onnx"
+    onnx.save(ir.to_proto(model), path)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(tmp_path / "optimized.onnx")
+    assert [n.op_type for n in optimized.graph.node].count("QGemm") == 3
