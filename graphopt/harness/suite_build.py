@@ -16,14 +16,15 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
 from graphopt.budget import Budget
 from graphopt.calibration import SampleData
-from graphopt.errors import error_text
+from graphopt.errors import GraphoptError, error_text
 from graphopt.model_io import model_file, resolve_model, save_model, stored_size_bytes, zoo_name
 from graphopt.pass_context import PassContext
 from graphopt.pipeline import Pipeline
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 BuiltCallback = Callable[[int, int, str], None]
 """``on_built(jobs done, jobs in all, model label)`` as each job ends."""
+BuildFn = Callable[["BuildJob", Path], dict]
+"""What a build process runs for one job: :func:`build_job` (tests give others)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,33 +154,62 @@ def _build(job: BuildJob, folder: Path) -> dict[str, Built]:
 
 
 def build_all(jobs: Sequence[BuildJob], folder: str | os.PathLike, *,
-              workers: int | None = None,
-              on_built: BuiltCallback | None = None) -> Iterator[tuple[BuildJob, dict]]:
-    """Every job's :func:`build_job`, each in ``folder/job-N``, yielded as it ends: in a
-    pool of ``workers`` processes (default :func:`default_workers`), in this process for 0
-    or 1. Ctrl-C cancels what has not started."""
+              workers: int | None = None, on_built: BuiltCallback | None = None,
+              build: BuildFn = build_job) -> Iterator[tuple[BuildJob, dict]]:
+    """Every job's ``build`` (:func:`build_job`), each in ``folder/job-N``, yielded as it
+    ends: in a pool of ``workers`` processes (default :func:`default_workers`), in this
+    process for 0 or 1. A job whose worker died (out of memory, a crash inside a runtime) is
+    built again alone in a fresh process, so it fails by itself and the jobs queued with it
+    are built. Ctrl-C cancels what has not started."""
     workers = default_workers() if workers is None else workers
     places = [Path(folder) / f"job-{n}" for n in range(len(jobs))]
     if workers <= 1 or len(jobs) <= 1:
         for count, (job, place) in enumerate(zip(jobs, places, strict=True), 1):
-            built = build_job(job, place)
+            built = build(job, place)
             if on_built is not None:
                 on_built(count, len(jobs), job.label)
             yield job, built
         return
+    count = 0
+    for index, built in _isolating_deaths(jobs, places, min(workers, len(jobs)), build):
+        count += 1
+        if on_built is not None:
+            on_built(count, len(jobs), jobs[index].label)
+        yield jobs[index], built
+
+
+def _isolating_deaths(jobs: Sequence[BuildJob], places: list[Path], workers: int,
+                      build: BuildFn) -> Iterator[tuple[int, dict]]:
+    """``(job index, built)`` from a pool; the jobs a dead worker took down with it are run
+    again one per fresh process, and only one that dies alone too fails."""
+    died = yield from _pool_run(jobs, places, range(len(jobs)), workers, build)
+    for index in sorted(died):
+        again = yield from _pool_run(jobs, places, [index], 1, build)
+        if again:
+            yield index, _all_failed(jobs[index], GraphoptError(
+                "the build process died (out of memory, or a crash inside a runtime),"
+                " in the pool and again on its own"))
+
+
+def _pool_run(jobs: Sequence[BuildJob], places: list[Path], indices: Iterable[int],
+              workers: int, build: BuildFn) -> Generator[tuple[int, dict], None, set[int]]:
+    """Build ``indices`` in a fresh spawn pool, yielding each result; returns the jobs lost
+    to a dead worker (a broken pool fails every job it still held)."""
     spawn = multiprocessing.get_context("spawn")  # onnxruntime's threads do not survive fork
-    pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=spawn)
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn)
+    died: set[int] = set()
     try:
-        futures = {pool.submit(build_job, job, place): job
-                   for job, place in zip(jobs, places, strict=True)}
-        for count, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            job = futures[future]
+        futures = {pool.submit(build, jobs[i], places[i]): i for i in indices}
+        for future in concurrent.futures.as_completed(futures):
+            index = futures[future]
             try:
                 built = future.result()
-            except Exception as exc:  # the worker itself died (out of memory, a crash)
-                built = _all_failed(job, exc)
-            if on_built is not None:
-                on_built(count, len(jobs), job.label)
-            yield job, built
+            except BrokenProcessPool:
+                died.add(index)
+                continue
+            except Exception as exc:  # the result could not come back (it did not pickle)
+                built = _all_failed(jobs[index], exc)
+            yield index, built
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    return died
