@@ -13,7 +13,10 @@ each one:
   value-moving operators): onnxruntime fuses ``DQ -> Gemm`` into QGemm with a float output,
   so the classifier's logits are not rounded before the Softmax (zoo shufflenet output SQNR
   on photo crops 21.9 -> 24.7 dB, inception_v2 10.7 -> 15.4 dB, resnet50 logits 32.0 ->
-  33.9 dB; onnxruntime still runs QGemm);
+  33.9 dB; onnxruntime still runs QGemm). A Conv's output is quantized even when nothing
+  quantized reads it, since onnxruntime runs a Conv in int8 only with a Q after it;
+  ``unread_outputs=False`` drops those pairs (OpenVINO ran superres-10's int8 1.09x -> 0.70x
+  of its bf16 time without the one on its last Conv), and ``--target`` tries both;
 - grouped convolutions that are not depthwise (``1 < group < channels``, as in shufflenet)
   stay float unless ``grouped``: OpenVINO 2026.4 fails to compile some of them in int8
   ("No reorder available", zoo shufflenet's 272-channel group-4 1x1 convs) or computes them
@@ -141,9 +144,11 @@ def weighted_layers(model: ir.Model, *, op_types=DEFAULT_OP_TYPES,
 
 def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bool = True,
                    keep: frozenset[str] = frozenset(), share_concat: bool = False,
-                   outputs: bool = True, grouped: bool = False) -> Placement:
+                   outputs: bool = True, unread_outputs: bool = True,
+                   grouped: bool = False) -> Placement:
     """The layers and tensors to quantize (see the module docstring); ``keep`` names nodes or
-    op types that stay float."""
+    op types that stay float. ``outputs=False``: layer inputs only; ``unread_outputs=False``:
+    a Conv's output too only where a quantized tensor reads it."""
     candidates, declined = weighted_layers(model, op_types=op_types, keep=keep,
                                            grouped=grouped)
     layers = []
@@ -152,14 +157,18 @@ def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bo
         output = relu.outputs[0] if relu is not None else node.outputs[0]
         layers.append(QuantLayer(node, axis, node.inputs[0], output, relu))
     wanted: dict[int, ir.Value] = {id(layer.data): layer.data for layer in layers}
-    for layer in layers:
-        if outputs and not layer.output.is_graph_output() and layer.node.op_type == "Conv":
-            wanted[id(layer.output)] = layer.output
-    _extend_through_moves(model, wanted, share_concat)
-    for layer in layers:
-        if outputs and layer.node.op_type != "Conv":
-            _place_matmul_output(layer, wanted, share_concat, asymmetric)
-    _extend_through_moves(model, wanted, share_concat)
+    if outputs:
+        for layer in layers:
+            if (unread_outputs and layer.node.op_type == "Conv"
+                    and not layer.output.is_graph_output()):
+                wanted[id(layer.output)] = layer.output
+        _extend_through_moves(model, wanted, share_concat)
+        pending = [layer for layer in layers if id(layer.output) not in wanted]
+        while any(_place_if_read(layer, wanted, share_concat) for layer in pending):
+            pending = [layer for layer in pending if id(layer.output) not in wanted]
+        for layer in pending:  # unread: the ReLU stays a node
+            layer.output, layer.relu = layer.node.outputs[0], None
+        _extend_through_moves(model, wanted, share_concat)
     for layer in layers:
         layer.output_quantized = id(layer.output) in wanted
     groups = _sharing_groups(model, wanted, share_concat)
@@ -168,29 +177,27 @@ def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bo
     return Placement(layers, tensors, groups, declined)
 
 
-def _place_matmul_output(layer: QuantLayer, wanted: dict[int, ir.Value], share_concat: bool,
-                         asymmetric: bool) -> None:
-    """A Gemm's or MatMul's output is quantized only where a quantized tensor reads it
-    through value-moving operators: unlike Conv, onnxruntime fuses ``DQ -> Gemm`` without an
-    output Q (QGemm with a float output; MatMul: MatMulIntegerToFloat), so a Q on logits that
-    only a Softmax reads would round them for nothing. Without its Q the layer's ReLU stays
-    a node."""
-    node = layer.node
-    if layer.relu is not None and not _reaches_wanted(layer.output, wanted, share_concat):
-        layer.output, layer.relu = node.outputs[0], None
-    if not layer.output.is_graph_output() and _reaches_wanted(layer.output, wanted,
-                                                                share_concat):
-        wanted[id(layer.output)] = layer.output
+def _place_if_read(layer: QuantLayer, wanted: dict[int, ir.Value], share_concat: bool) -> bool:
+    """Quantize the layer's output if a quantized tensor reads it through value-moving
+    operators; whether it did. Gemm and MatMul outputs are only ever placed so: unlike Conv,
+    onnxruntime fuses ``DQ -> Gemm`` without an output Q (QGemm with a float output; MatMul:
+    MatMulIntegerToFloat), so a Q on logits that only a Softmax reads would round them for
+    nothing."""
+    if layer.output.is_graph_output() or not _reaches_wanted(layer.output, wanted,
+                                                               share_concat):
+        return False
+    wanted[id(layer.output)] = layer.output
+    return True
 
 
 def _reaches_wanted(value: ir.Value, wanted: dict[int, ir.Value], share_concat: bool) -> bool:
-    """Whether ``value`` is wanted, or every reader moves it (first input) into a tensor that
-    reaches a wanted one."""
+    """Whether ``value`` is wanted, or every reader moves it into a tensor that reaches a
+    wanted one."""
     if id(value) in wanted:
         return True
     readers = value.uses()
     return bool(readers) and not value.is_graph_output() and all(
-        _moves_values(node, share_concat) and node.op_type != "Concat" and index == 0
+        _moves_values(node, share_concat) and (node.op_type == "Concat" or index == 0)
         and _reaches_wanted(node.outputs[0], wanted, share_concat)
         for node, index in readers)
 

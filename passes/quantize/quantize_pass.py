@@ -24,7 +24,7 @@ from graphopt.observe import ActivationTap, ChannelMoments, Histogram, MinMax
 from graphopt.pass_api import GraphPass, register_pass
 from graphopt.passes.quantize.bias_correction import correct_bias, input_mean_axis
 from graphopt.passes.quantize.calibrators import DEFAULT_PERCENTILE, calibrate_threshold
-from graphopt.passes.quantize.latency_guard import choose_by_latency
+from graphopt.passes.quantize.latency_guard import Variant, choose_by_latency
 from graphopt.passes.quantize.mixed import search_float_layers
 from graphopt.passes.quantize.placement import DEFAULT_OP_TYPES, Placement, plan_placement
 from graphopt.passes.quantize.qdq import (
@@ -66,6 +66,7 @@ class QuantizePass(GraphPass):
     mixed: bool = True
     latency_aware: bool = True
     outputs: bool = True
+    unread_outputs: bool = True
     readers: Literal["all", "layers"] = "all"
     bins: int = DEFAULT_BINS
 
@@ -84,19 +85,20 @@ class QuantizePass(GraphPass):
         if self.mixed and self.context.budget:
             float_layers = self._search_float_layers(model, placement, calibration)
         if self.latency_aware and self.context.latency is not None:
-            float_layers = self._keep_float_where_slower(model, placement, calibration,
-                                                         float_layers)
+            placement, float_layers = self._keep_float_where_slower(
+                model, placement, calibration, float_layers)
         if len(float_layers) == len(placement.layers):
             self.stats["layers_float"] = len(placement.layers)
             return ir.passes.PassResult(model, modified=modified)
         self._rewrite(model, placement, calibration, float_layers, record=True)
         return ir.passes.PassResult(model, modified=True)
 
-    def _place(self, model: ir.Model) -> Placement:
+    def _place(self, model: ir.Model, *, unread_outputs: bool | None = None) -> Placement:
+        unread = self.unread_outputs if unread_outputs is None else unread_outputs
         return plan_placement(model, op_types=self.op_types, asymmetric=not self.symmetric,
                               keep=frozenset(self.keep), share_concat=self.share_concat,
-                              grouped=self.grouped,
-                              outputs=self.outputs)
+                              grouped=self.grouped, outputs=self.outputs,
+                              unread_outputs=unread)
 
     def _calibrate(self, model: ir.Model, placement: Placement) -> Calibration:
         """Parameters per quantized tensor name and input means per layer; tensors that do
@@ -137,27 +139,40 @@ class QuantizePass(GraphPass):
         means = {index: m.mean for index, m in moments.items() if m.mean is not None}
         return Calibration(params, means, [[v.name for v in g] for g in placement.groups])
 
-    def _trials(self, model: ir.Model, calibration: Calibration):
+    def _trials(self, model: ir.Model, calibration: Calibration, *,
+                unread_outputs: bool | None = None):
         """A function building the quantized copy of ``model`` with some layers float."""
         snapshot = ir.to_proto(model)
 
         def quantized_except(float_layers: set[int]) -> ir.Model:
             trial = ir.from_proto(snapshot)
-            self._rewrite(trial, self._place(trial), calibration, float_layers, record=False)
+            placement = self._place(trial, unread_outputs=unread_outputs)
+            self._rewrite(trial, placement, calibration, float_layers, record=False)
             return trial
 
         return quantized_except
 
     def _keep_float_where_slower(self, model: ir.Model, placement: Placement,
-                                 calibration: Calibration, float_layers: set[int]) -> set[int]:
-        """Never slower than float on the target (see :mod:`.latency_guard`)."""
-        choice = choose_by_latency(self.context.latency, model,
-                                   self._trials(model, calibration),
+                                 calibration: Calibration,
+                                 float_layers: set[int]) -> tuple[Placement, set[int]]:
+        """Never slower than float on the target (see :mod:`.latency_guard`): the placement
+        to write and the layers kept float."""
+        variants = [Variant("as quantized", self._trials(model, calibration))]
+        if self.outputs and self.unread_outputs:
+            without = self._place(model, unread_outputs=False)
+            if _tensor_names(without) != _tensor_names(placement):
+                variants.append(Variant(
+                    "without Q/DQ on Conv outputs that nothing quantized reads",
+                    self._trials(model, calibration, unread_outputs=False)))
+        choice = choose_by_latency(self.context.latency, model, variants,
                                    [layer.node for layer in placement.layers], float_layers)
         for line in choice.explanations:
             self.explain(f"quantize: {line}")
         self.stats["layers_kept_float_for_latency"] = len(choice.float_layers - float_layers)
-        return choice.float_layers
+        if choice.variant == 1:
+            self.stats["unread_conv_outputs_float"] = True
+            placement = self._place(model, unread_outputs=False)
+        return placement, choice.float_layers
 
     def _search_float_layers(self, model: ir.Model, placement: Placement,
                              calibration: Calibration) -> set[int]:
@@ -204,9 +219,10 @@ class QuantizePass(GraphPass):
         # Q/DQ on the tensors of quantized layers, and on whatever shares their parameters.
         wanted = {layer.data.name for layer in quantized}
         wanted |= {layer.output.name for layer in quantized if layer.output_quantized}
+        placed = _tensor_names(placement)
         for group in calibration.groups:
             if wanted.intersection(group):
-                wanted.update(group)
+                wanted.update(placed.intersection(group))
         # A ReLU can only go when every reader reads the Q/DQ copy (readers="all").
         absorbed = {layer.output.name: layer.relu for layer in quantized
                     if layer.relu is not None and layer.output.name in wanted
@@ -233,6 +249,10 @@ class Calibration:
     params: dict[str, ActivationParams]
     means: dict[int, np.ndarray]
     groups: list[list[str]]
+
+
+def _tensor_names(placement: Placement) -> set[str]:
+    return {value.name for value in placement.tensors}
 
 
 def _does_not_survive(params: ActivationParams, group, observers) -> str | None:

@@ -303,14 +303,17 @@ def test_never_slower_than_float_on_the_target():
                                         latency=probe))
     before = _ops(model)
     result = graph_pass(model)
-    assert not result.modified and _ops(model) == before and probe.calls == 2
+    # two placements (as quantized; without the Q/DQ on Conv outputs nothing quantized
+    # reads), each with and without the grouped convolutions
+    assert not result.modified and _ops(model) == before and probe.calls == 4
     assert any("every layer stays float" in e for e in graph_pass.explanations)
 
 
 def test_grouped_convolutions_stay_float_when_that_is_what_pays():
     probe = _FakeProbe(lambda candidate: not _grouped_conv_quantized(candidate))
     model, graph_pass = _quantize_for(probe)
-    assert probe.calls == 2 and not _grouped_conv_quantized(model)
+    # 2 placements x 2 rounds, then the two faster placements against each other
+    assert probe.calls == 5 and not _grouped_conv_quantized(model)
     assert graph_pass.stats["layers_kept_float_for_latency"] >= 1
     assert graph_pass.stats["layers_quantized"] >= 1
     assert any("grouped convolutions float" in e and "faster" in e
@@ -332,10 +335,52 @@ class _PickyProbe(_FakeProbe):
 def test_a_variant_the_target_cannot_run_is_passed_over_with_the_reason():
     probe = _PickyProbe(lambda candidate: True)
     model, graph_pass = _quantize_for(probe)
-    assert probe.calls == 2 and not _grouped_conv_quantized(model)
+    assert probe.calls == 5 and not _grouped_conv_quantized(model)
     assert graph_pass.stats["layers_quantized"] >= 1
     assert any("as quantized: does not run there (fake-cpu cannot run candidate" in e
                for e in graph_pass.explanations)
+
+
+class _CostProbe(_FakeProbe):
+    """Time = 10 for the float model, else 5 + ``per_pair`` x the activation Q/DQ pairs,
+    known to +-2%."""
+
+    def __init__(self, per_pair: float) -> None:
+        super().__init__(lambda candidate: True)
+        self.per_pair = per_pair
+
+    def _time(self, model) -> float:
+        pairs = sum(1 for n in model.graph if n.op_type == "QuantizeLinear"
+                    and n.inputs[0].const_value is None)
+        return 10.0 if pairs == 0 else 5.0 + self.per_pair * pairs
+
+    def compare(self, baseline, candidate):
+        from graphopt.latency import LatencyComparison, LatencyEstimate
+
+        self.calls += 1
+        speedup = self._time(baseline) / self._time(candidate)
+        estimate = LatencyEstimate("fake-cpu", 1.0, 0.9, 1.1, 30, "fake")
+        return LatencyComparison("fake-cpu", speedup, speedup * 0.98, speedup * 1.02, 0.95,
+                                 estimate, estimate, "ci_target", "fake")
+
+
+def _conv_outputs_quantized(model) -> int:
+    return sum(1 for n in model.graph if n.op_type == "QuantizeLinear"
+               and n.inputs[0].producer() is not None
+               and n.inputs[0].producer().op_type == "Conv")
+
+
+@pytest.mark.parametrize("per_pair", [0.5, -0.5])
+def test_the_target_chooses_whether_unread_conv_outputs_are_quantized(per_pair):
+    model, graph_pass = _quantize_for(_CostProbe(per_pair))
+    # both placements beat float; head to head the one with fewer pairs is kept unless
+    # the other is detectably faster
+    fewer = per_pair > 0
+    assert graph_pass.stats.get("unread_conv_outputs_float", False) is fewer
+    assert (_conv_outputs_quantized(model) == 0) is fewer
+    assert graph_pass.stats["layers_quantized"] == 3
+    kept = [e for e in graph_pass.explanations if "kept int8" in e]
+    assert len(kept) == 1 and ("without Q/DQ on Conv outputs" in kept[0]) is fewer
 
 
 def test_only_layers_read_the_quantized_copy_with_readers_layers():
