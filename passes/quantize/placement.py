@@ -162,13 +162,12 @@ def plan_placement(model: ir.Model, *, op_types=DEFAULT_OP_TYPES, asymmetric: bo
             if (unread_outputs and layer.node.op_type == "Conv"
                     and not layer.output.is_graph_output()):
                 wanted[id(layer.output)] = layer.output
-        _extend_through_moves(model, wanted, share_concat)
         pending = [layer for layer in layers if id(layer.output) not in wanted]
         while any(_place_if_read(layer, wanted, share_concat) for layer in pending):
             pending = [layer for layer in pending if id(layer.output) not in wanted]
         for layer in pending:  # unread: the ReLU stays a node
             layer.output, layer.relu = layer.node.outputs[0], None
-        _extend_through_moves(model, wanted, share_concat)
+    _extend_through_moves(model, wanted, share_concat)
     for layer in layers:
         layer.output_quantized = id(layer.output) in wanted
     groups = _sharing_groups(model, wanted, share_concat)
@@ -197,9 +196,9 @@ def _reaches_wanted(value: ir.Value, wanted: dict[int, ir.Value], share_concat: 
         return True
     readers = value.uses()
     return bool(readers) and not value.is_graph_output() and all(
-        _moves_values(node, share_concat) and (node.op_type == "Concat" or index == 0)
+        _moves_values(node, share_concat) and any(v is value for v in _moved_inputs(node))
         and _reaches_wanted(node.outputs[0], wanted, share_concat)
-        for node, index in readers)
+        for node, _ in readers)
 
 
 def _graph_values(model: ir.Model) -> list[ir.Value]:

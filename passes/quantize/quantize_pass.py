@@ -158,12 +158,14 @@ class QuantizePass(GraphPass):
         """Never slower than float on the target (see :mod:`.latency_guard`): the placement
         to write and the layers kept float."""
         variants = [Variant("as quantized", self._trials(model, calibration))]
+        placements = [placement]
         if self.outputs and self.unread_outputs:
             without = self._place(model, unread_outputs=False)
             if _tensor_names(without) != _tensor_names(placement):
                 variants.append(Variant(
                     "without Q/DQ on Conv outputs that nothing quantized reads",
                     self._trials(model, calibration, unread_outputs=False)))
+                placements.append(without)
         choice = choose_by_latency(self.context.latency, model, variants,
                                    [layer.node for layer in placement.layers], float_layers)
         for line in choice.explanations:
@@ -171,8 +173,7 @@ class QuantizePass(GraphPass):
         self.stats["layers_kept_float_for_latency"] = len(choice.float_layers - float_layers)
         if choice.variant == 1:
             self.stats["unread_conv_outputs_float"] = True
-            placement = self._place(model, unread_outputs=False)
-        return placement, choice.float_layers
+        return placements[choice.variant], choice.float_layers
 
     def _search_float_layers(self, model: ir.Model, placement: Placement,
                              calibration: Calibration) -> set[int]:
