@@ -253,6 +253,14 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_float_for_the_budget():
     assert len(lines) == kept and all("quantized alone it leaves" in e for e in lines)
 
 
+def _fake_comparison(speedup: float, low: float, high: float):
+    from graphopt.latency import LatencyComparison, LatencyEstimate
+
+    estimate = LatencyEstimate("fake-cpu", 1.0, 0.9, 1.1, 30, "fake")
+    return LatencyComparison("fake-cpu", speedup, low, high, 0.95, estimate, estimate,
+                             "ci_target", "fake")
+
+
 class _FakeProbe:
     """A latency probe whose verdict depends on what the candidate quantized."""
 
@@ -266,14 +274,10 @@ class _FakeProbe:
         raise AssertionError("compare only")
 
     def compare(self, baseline, candidate):
-        from graphopt.latency import LatencyComparison, LatencyEstimate
-
         self.calls += 1
         faster = self.faster_when(candidate)
         low, high = (1.1, 1.3) if faster else (0.7, 0.9)
-        estimate = LatencyEstimate("fake-cpu", 1.0, 0.9, 1.1, 30, "fake")
-        return LatencyComparison("fake-cpu", (low + high) / 2, low, high, 0.95, estimate,
-                                 estimate, "ci_target", "fake")
+        return _fake_comparison((low + high) / 2, low, high)
 
 
 def _grouped_conv_quantized(model) -> bool:
@@ -355,13 +359,9 @@ class _CostProbe(_FakeProbe):
         return 10.0 if pairs == 0 else 5.0 + self.per_pair * pairs
 
     def compare(self, baseline, candidate):
-        from graphopt.latency import LatencyComparison, LatencyEstimate
-
         self.calls += 1
         speedup = self._time(baseline) / self._time(candidate)
-        estimate = LatencyEstimate("fake-cpu", 1.0, 0.9, 1.1, 30, "fake")
-        return LatencyComparison("fake-cpu", speedup, speedup * 0.98, speedup * 1.02, 0.95,
-                                 estimate, estimate, "ci_target", "fake")
+        return _fake_comparison(speedup, speedup * 0.98, speedup * 1.02)
 
 
 def _conv_outputs_quantized(model) -> int:
